@@ -1,0 +1,308 @@
+"""The `rnnkit` command: thin adapters over the Python API.
+
+User mistakes (bad paths, flags, file contents) print one line, `rnnkit: error: ...`, and exit
+with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from rnnkit import __version__
+from rnnkit.config import PRESETS, DataConfig, ModelConfig, TrainConfig, preset
+from rnnkit.errors import UsageError
+
+_GROUPS = (("data", DataConfig), ("model", ModelConfig), ("training", TrainConfig))
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _optional_str(text: str) -> str | None:
+    return None if text.lower() in ("", "none") else text
+
+
+def _converter(annotation: Any) -> Any:
+    hint = annotation
+    if isinstance(hint, str):
+        hint = eval(hint, {"__builtins__": {}}, {"str": str, "int": int, "float": float,
+                                                 "bool": bool, "None": None})
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return _optional_str
+    return {bool: _parse_bool, int: int, float: float, str: str}[hint]
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field (`hidden_size` -> `--hidden-size`); default: the preset's."""
+    for title, klass in _GROUPS:
+        group = parser.add_argument_group(f"{title} settings (override the preset)")
+        for f in dataclasses.fields(klass):
+            group.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
+                               type=_converter(f.type), default=None, metavar=f.name.upper())
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = [f.name for _, k in _GROUPS for f in dataclasses.fields(k)]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnnkit import api
+    from rnnkit.rundir import RunDir
+
+    overrides = config_overrides(args)
+    if args.resume:
+        out = args.resume if isinstance(args.resume, str) else args.out
+        if not out:
+            raise UsageError("--resume needs the run directory: rnnkit train --resume DIR")
+        cfg = RunDir(out).config().override(**overrides)
+    else:
+        if not args.out:
+            raise UsageError("give --out DIR for the run directory")
+        out = args.out
+        base = preset(args.preset) if args.preset else preset("lstm-classifier")
+        cfg = base.override(**overrides)
+    results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(f"run saved in {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rnnkit import api
+
+    overrides = {k: v for k, v in (("train", args.train_file), ("valid", args.valid),
+                                   ("test", args.test)) if v}
+    metrics = api.evaluate_run(args.run, args.split, overrides, log=_stderr)
+    if args.json:
+        print(json.dumps(metrics))
+    elif "perplexity" in metrics:
+        print(f"{args.split}: perplexity {metrics['perplexity']:.2f}  loss {metrics['loss']:.4f}"
+              f"  tokens {metrics['tokens']:,}")
+    else:
+        print(f"{args.split}: accuracy {metrics['accuracy']:.4f}  macro F1 "
+              f"{metrics['macro_f1']:.4f}  ({metrics['examples']:,} examples)")
+        for name, row in metrics["per_class"].items():
+            print(f"  {name:>12}: precision {row['precision']:.4f}  recall {row['recall']:.4f}"
+                  f"  F1 {row['f1']:.4f}  support {row['support']}")
+        print("confusion matrix (rows: true, columns: predicted):")
+        for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
+            print(f"  {name:>12}: " + " ".join(f"{v:>7}" for v in row))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from rnnkit.predict import Predictor
+    from rnnkit.readers import read_lines
+
+    texts = list(args.texts)
+    if args.file:
+        texts += [line for line in read_lines(args.file) if line.strip()]
+    if not texts:
+        if sys.stdin.isatty():
+            raise UsageError("give texts as arguments, --file FILE, or lines on standard input")
+        texts = [line for line in read_lines("-") if line.strip()]
+    if not texts:
+        raise UsageError("no text to predict: the input is empty")
+    predictor = Predictor.load(args.run)
+    for text, pred in zip(texts, predictor.predict(texts)):
+        if args.json:
+            print(json.dumps({"text": text, **pred.to_dict()}))
+        else:
+            print(f"{pred.label}\t{pred.probability:.4f}\t{text}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rnnkit.generate import LanguageModelRunner
+
+    lm = LanguageModelRunner.load(args.run)
+    tokens = lm.generate(args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p,
+                         args.seed, args.greedy)
+    text = lm.detokenize(tokens)
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "tokens": tokens, "text": text}))
+    else:
+        print(args.prompt + " " + text)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rnnkit.generate import LanguageModelRunner
+    from rnnkit.readers import read_lines
+
+    lm = LanguageModelRunner.load(args.run)
+    result = lm.score(read_lines(args.file))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"perplexity {result['perplexity']:.2f}  loss {result['loss']:.4f}  tokens "
+              f"{result['tokens']:,}  unknown {result['unknown_tokens']:,}")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from rnnkit.stats import length_stats
+
+    stats = length_stats(args.dataset, args.split, args.text_field, args.label_field,
+                         args.tokenizer, args.out, args.coverage)
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    print(f"{stats['source']}: {stats['texts']:,} texts, {stats['tokens']:,} tokens")
+    print("tokens per text: " + "  ".join(f"{k} {stats[k]:,.0f}" for k in
+                                          ("min", "mean", "median", "p90", "p95", "max")))
+    print(f"suggested max_len {stats['suggested_max_len']} (covers "
+          f"{stats['coverage']:.0%} of texts whole)")
+    print(f"histogram written to {stats['histogram']}")
+    return 0
+
+
+def cmd_embeddings_train(args: argparse.Namespace) -> int:
+    from rnnkit.stats import corpus_for_word2vec
+    from rnnkit.embeddings import train_word2vec
+
+    corpus = corpus_for_word2vec(args.corpus, args.text_field, args.tokenizer)
+    words = train_word2vec(corpus, Path(args.out), args.dim, args.window, args.min_count,
+                           args.epochs, args.workers, args.seed, args.skipgram)
+    print(f"{words:,} word vectors of dimension {args.dim} written to {args.out}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name in PRESETS:
+        cfg = preset(name)
+        m = cfg.model
+        print(f"{name:16} {m.task:8} {m.cell} {m.num_layers}x{m.hidden_size}"
+              f"{' bi' if m.bidirectional else ''}  data={cfg.data.dataset or 'your files'}")
+    return 0
+
+
+def _stderr(*parts: Any, **_: Any) -> None:
+    print(*parts, file=sys.stderr)
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent text models: train, "
+                                     "evaluate, predict, generate.")
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (from a preset, overridable field by field)")
+    p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--out", help="run directory to create")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                   help="continue the interrupted run in DIR (or --out) exactly where it stopped")
+    p.add_argument("--json", action="store_true", help="print the final results as JSON")
+    p.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run on a split")
+    p.add_argument("run")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    p.add_argument("--test", help="evaluate on this file instead of the run's test split")
+    p.add_argument("--valid", help="evaluate on this file instead of the run's valid split")
+    p.add_argument("--train", dest="train_file", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label texts with a trained classifier")
+    p.add_argument("run")
+    p.add_argument("texts", nargs="*", help="texts to label (else --file or standard input)")
+    p.add_argument("--file", help="a file with one text per line ('-' for standard input)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("generate", help="continue a prompt with a trained language model")
+    p.add_argument("run")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-tokens", type=int, default=30)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("score", help="perplexity of a text file under a language model")
+    p.add_argument("run")
+    p.add_argument("file", help="text file, one sentence per line ('-' for standard input)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("data", help="look at data").add_subparsers(dest="data_command",
+                                                                     required=True)
+    s = p.add_parser("stats", help="token-length statistics, histogram, suggested max_len")
+    s.add_argument("dataset", help="a registered dataset name or a file/folder")
+    s.add_argument("--split", default="train")
+    s.add_argument("--text-field", default="text")
+    s.add_argument("--label-field", default="label")
+    s.add_argument("--tokenizer", default="basic")
+    s.add_argument("--coverage", type=float, default=0.9,
+                   help="suggest the length that keeps this share of texts whole")
+    s.add_argument("--out", default="lengths.png", help="histogram PNG path")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_data_stats)
+
+    p = sub.add_parser("embeddings", help="word vectors").add_subparsers(dest="emb_command",
+                                                                         required=True)
+    s = p.add_parser("train", help="train word2vec vectors with gensim")
+    s.add_argument("--corpus", required=True, nargs="+",
+                   help="text files or registered datasets (imdb:unsup, ptb:train)")
+    s.add_argument("--out", required=True, help="vectors file (.txt or .txt.gz)")
+    s.add_argument("--text-field", default="text")
+    s.add_argument("--tokenizer", default="basic")
+    s.add_argument("--dim", type=int, default=100)
+    s.add_argument("--window", type=int, default=5)
+    s.add_argument("--min-count", type=int, default=5)
+    s.add_argument("--epochs", type=int, default=5)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--skipgram", action="store_true")
+    s.set_defaults(func=cmd_embeddings_train)
+
+    p = sub.add_parser("presets", help="list the named presets")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"rnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

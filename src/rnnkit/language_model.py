@@ -1,0 +1,112 @@
+"""The language-model task: BPTT batching, the loss of a window, exact evaluation.
+
+The training stream is cut into `batch_size` equal parts that are read in parallel. For the
+stream "a b c ... x" (26 tokens) and batch_size 4, the last 2 tokens are dropped and
+
+    a g m s        row = one contiguous stretch of text;
+    b h n t        column = one time step of all four streams.
+    c i o u        (shown transposed: the tensor is (batch_size, 6))
+    d j p v
+    e k q w
+    f l r x
+
+Windows of `num_steps` columns are fed in order, and the recurrent state left by one window
+is the start state of the next, so each stream is read as one long text. The state is
+*detached* between windows: gradients flow back at most `num_steps` steps (truncated BPTT),
+which bounds memory and time per update.
+
+Evaluation is exact: the whole split is read as one stream (batch 1) with the state carried,
+and every token after the first is scored.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rnnkit.config import RunConfig
+from rnnkit.data import CorpusData
+from rnnkit.metrics import perplexity
+from rnnkit.models.encoder import State
+from rnnkit.models.lm import LanguageModel
+
+EVAL_WINDOW = 256
+
+
+def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(N,) -> (batch_size, N // batch_size), dropping the tail that does not fit."""
+    width = len(ids) // batch_size
+    return ids[: width * batch_size].view(batch_size, width)
+
+
+def detach(state: State) -> State:
+    return tuple(s.detach() for s in state)
+
+
+class LanguageModelTask:
+    metric = "perplexity"
+    higher_is_better = False
+
+    def __init__(self, cfg: RunConfig, data: CorpusData):
+        self.cfg = cfg
+        self.data = data
+        self.streams: torch.Tensor | None = None
+        if "train" in data.splits:
+            self.streams = batchify(data.splits["train"], cfg.train.batch_size)
+            if self.streams.shape[1] < 2:
+                raise ValueError("training corpus is shorter than one token per stream")
+
+    def build_model(self) -> LanguageModel:
+        return LanguageModel(len(self.data.vocab), self.cfg.model)
+
+    def prepare(self, model: LanguageModel) -> None:
+        pass
+
+    def train_batches(self, epoch: int) -> list[int]:
+        """Start columns of the epoch's windows (full windows only, as in the TF tutorial)."""
+        assert self.streams is not None
+        steps = self.cfg.train.num_steps
+        count = max(1, (self.streams.shape[1] - 1) // steps)
+        return [i * steps for i in range(count)]
+
+    def initial_state(self, model: LanguageModel) -> State:
+        return model.initial_state(self.cfg.train.batch_size)
+
+    def train_step(self, model: LanguageModel, start: int, state: State | None
+                   ) -> tuple[torch.Tensor, int, State]:
+        assert self.streams is not None
+        steps = min(self.cfg.train.num_steps, self.streams.shape[1] - 1 - start)
+        inputs = self.streams[:, start: start + steps]  # (B, T)
+        targets = self.streams[:, start + 1: start + 1 + steps]  # (B, T), shifted by one
+        state = detach(state) if state is not None else self.initial_state(model)
+        logits, state = model(inputs, state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        if self.cfg.train.loss_scale == "sum_steps":
+            # Zaremba / TF tutorial: the loss is summed over time steps of the batch mean, so
+            # gradients (and what the clip norm sees) are num_steps times the per-token mean.
+            loss = loss * steps
+        return loss, inputs.numel(), state
+
+    def token_loss(self, loss: torch.Tensor) -> float:
+        """The per-token mean loss behind a value returned by `train_step`."""
+        scale = self.cfg.train.num_steps if self.cfg.train.loss_scale == "sum_steps" else 1
+        return float(loss) / scale
+
+    @torch.inference_mode()
+    def evaluate(self, model: LanguageModel, split: str) -> dict:
+        return evaluate_stream(model, self.data.splits[split])
+
+
+@torch.inference_mode()
+def evaluate_stream(model: LanguageModel, ids: torch.Tensor, window: int = EVAL_WINDOW) -> dict:
+    """Exact per-token loss over `ids` read as one stream with the state carried."""
+    model.eval()
+    state = model.initial_state(1)
+    total, count = 0.0, 0
+    for start in range(0, len(ids) - 1, window):
+        chunk = ids[start: start + window + 1]
+        logits, state = model(chunk[:-1].unsqueeze(0), state)
+        total += float(F.cross_entropy(logits[0], chunk[1:], reduction="sum"))
+        count += len(chunk) - 1
+    loss = total / count
+    return {"loss": loss, "perplexity": perplexity(loss), "tokens": count}

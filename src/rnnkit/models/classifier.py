@@ -1,0 +1,96 @@
+"""Text classifier: the shared encoder, a pooling step and a linear head; optionally beside an
+n-gram bag branch.
+
+Pooling over right-padded outputs (B, T, D) with lengths (B,):
+- `last`: the state at each sequence's last real token (forward direction) joined with the
+  backward direction's state at the first token, i.e. each direction's final state;
+- `mean` / `max`: over real positions only; `meanmax` concatenates both;
+- `attention`: a learned score per position, softmax over real positions, weighted sum.
+
+The n-gram branch (data.ngram_order > 0) scores hashed word n-grams present in the text, each
+scaled by its naive-Bayes log-count ratio computed on the training split (the NBSVM recipe of
+Wang & Manning 2012) times a learned per-feature factor. Both branches are trained with their
+own loss; the prediction averages their log-probabilities.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnkit.config import ModelConfig
+from rnnkit.models.encoder import Encoder
+
+
+def sequence_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B, T) bool: True at real tokens."""
+    return torch.arange(seq_len, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+class NgramBag(nn.Module):
+    def __init__(self, buckets: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("ratios", torch.zeros(buckets, num_classes))
+        self.weight = nn.Parameter(torch.zeros(buckets, num_classes))
+        self.scale = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, features: torch.Tensor, owner: torch.Tensor, batch_size: int
+                ) -> torch.Tensor:
+        """features (N,) hashed n-gram ids of the whole batch, owner (N,) their text's row."""
+        per_feature = self.ratios[features] * (self.scale + F.embedding(features, self.weight))
+        logits = torch.zeros(batch_size, self.bias.shape[0], device=features.device,
+                             dtype=per_feature.dtype)
+        return logits.index_add_(0, owner, per_feature) + self.bias
+
+
+class Classifier(nn.Module):
+    def __init__(self, vocab_size: int, num_classes: int, cfg: ModelConfig, pad_id: int,
+                 ngram_buckets: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(vocab_size, cfg, pad_id)
+        if cfg.freeze_embeddings:
+            self.encoder.embedding.weight.requires_grad_(False)
+        width = self.encoder.output_size
+        if cfg.pooling == "attention":
+            self.attention = nn.Linear(width, 1)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(width * (2 if cfg.pooling == "meanmax" else 1), num_classes)
+        self.ngrams = NgramBag(ngram_buckets, num_classes) if ngram_buckets else None
+
+    def pool(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        batch, seq_len, width = outputs.shape
+        pooling = self.cfg.pooling
+        if pooling == "last":
+            rows = torch.arange(batch, device=outputs.device)
+            last = outputs[rows, lengths - 1]  # (B, D)
+            if self.cfg.bidirectional:
+                half = width // 2
+                last = torch.cat([last[:, :half], outputs[:, 0, half:]], dim=-1)
+            return last
+        mask = sequence_mask(lengths, seq_len).unsqueeze(-1)  # (B, T, 1)
+        if pooling == "attention":
+            scores = self.attention(outputs).masked_fill(~mask, float("-inf"))
+            return (torch.softmax(scores, dim=1) * outputs).sum(1)
+        mean = (outputs * mask).sum(1) / lengths.unsqueeze(1).to(outputs.dtype)
+        if pooling == "mean":
+            return mean
+        maxed = outputs.masked_fill(~mask, float("-inf")).max(1).values
+        return maxed if pooling == "max" else torch.cat([mean, maxed], dim=-1)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor,
+                ngrams: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """ids (B, T), lengths (B,) -> a list of (B, C) logits, one per branch."""
+        outputs, _ = self.encoder(ids, lengths)
+        branches = [self.head(self.dropout(self.pool(outputs, lengths)))]
+        if self.ngrams is not None and ngrams is not None:
+            branches.append(self.ngrams(ngrams[0], ngrams[1], ids.shape[0]))
+        return branches
+
+    @staticmethod
+    def log_probs(branches: list[torch.Tensor]) -> torch.Tensor:
+        """Average of the branches' log-probabilities, renormalized: (B, C)."""
+        mean = torch.stack([F.log_softmax(b, dim=-1) for b in branches]).mean(0)
+        return F.log_softmax(mean, dim=-1)

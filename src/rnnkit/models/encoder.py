@@ -1,0 +1,87 @@
+"""The encoder shared by the classifier and the language model: embedding + RNN stack.
+
+Variable-length batches are right-padded and handled exactly without packing. On CPU,
+`pack_padded_sequence` drops oneDNN's fused LSTM kernel for a step-by-step fallback that trains
+several times slower, so instead:
+- the forward direction reads the padded batch as is: padding comes after every real token,
+  so the state at a sequence's last real step never saw padding;
+- the backward direction reads each sequence reversed *within its own length*
+  ("a b c <pad>" -> "c b a <pad>"), so it also starts at a real token, and its outputs are put
+  back in reading order with the same (self-inverse) index;
+- pooling masks out padded positions.
+A text's result therefore does not depend on its padding or on the other texts in its batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rnnkit.config import ModelConfig
+
+RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+State = tuple[torch.Tensor, ...]  # LSTM: (h, c); GRU/Elman: (h,); each (layers, B, H)
+
+
+def reverse_index(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B, T) positions that reverse each row's first `length` entries and keep the rest."""
+    steps = torch.arange(seq_len, device=lengths.device).unsqueeze(0)  # (1, T)
+    lengths = lengths.unsqueeze(1)  # (B, 1)
+    return torch.where(steps < lengths, lengths - 1 - steps, steps)
+
+
+def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self, vocab_size: int, cfg: ModelConfig, pad_id: int = -1):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim,
+                                      padding_idx=pad_id if pad_id >= 0 else None)
+        self.dropout = nn.Dropout(cfg.dropout)
+        rnn = RNN_CLASSES[cfg.cell]
+        between = cfg.dropout if cfg.num_layers > 1 else 0.0
+        if cfg.bidirectional:
+            # One single-layer RNN per direction and layer, so each direction can be fed its own
+            # (per-sequence reversed) input; layers are joined by dropout.
+            sizes = [cfg.embedding_dim] + [2 * cfg.hidden_size] * (cfg.num_layers - 1)
+            self.forward_rnns = nn.ModuleList(
+                rnn(size, cfg.hidden_size, batch_first=True) for size in sizes)
+            self.backward_rnns = nn.ModuleList(
+                rnn(size, cfg.hidden_size, batch_first=True) for size in sizes)
+        else:
+            self.rnn = rnn(cfg.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers,
+                           batch_first=True, dropout=between)
+
+    @property
+    def output_size(self) -> int:
+        return self.cfg.hidden_size * (2 if self.cfg.bidirectional else 1)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None,
+                state: State | None = None) -> tuple[torch.Tensor, State | None]:
+        """ids (B, T) -> outputs (B, T, output_size) and the final state (unidirectional only).
+
+        `lengths` (B,) is needed only for the bidirectional case; a unidirectional RNN never
+        looks ahead, so right padding cannot change its outputs at real positions.
+        """
+        x = self.dropout(self.embedding(ids))  # (B, T, E)
+        if not self.cfg.bidirectional:
+            if state is not None and self.cfg.cell != "lstm":
+                state = state[0]  # type: ignore[assignment]
+            out, new_state = self.rnn(x, state)
+            new_state = new_state if isinstance(new_state, tuple) else (new_state,)
+            return out, new_state
+        if lengths is None:
+            lengths = torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long,
+                                 device=ids.device)
+        index = reverse_index(lengths, ids.shape[1])
+        for layer, (fwd, bwd) in enumerate(zip(self.forward_rnns, self.backward_rnns)):
+            if layer > 0:
+                x = self.dropout(x)
+            forward_out, _ = fwd(x)
+            backward_out, _ = bwd(_gather_time(x, index))
+            x = torch.cat([forward_out, _gather_time(backward_out, index)], dim=-1)
+        return x, None

@@ -1,0 +1,124 @@
+"""Run directories that describe themselves.
+
+    RUN/config.json       what was trained: the full RunConfig, task, sizes, rnnkit version
+    RUN/vocab.json        the vocabulary
+    RUN/labels.json       class labels (classifiers)
+    RUN/model.safetensors the best weights so far (by validation)
+    RUN/trainer.pt        everything needed to resume exactly: latest weights, optimizer,
+                          RNG, position in the epoch, carried LM state (tensors and plain
+                          values only; loaded with weights_only=True)
+    RUN/metrics.jsonl     one line per evaluation
+    RUN/curve.png         training curve
+    RUN/results.json      final validation and test metrics
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from rnnkit import __version__
+from rnnkit.config import RunConfig
+from rnnkit.errors import UsageError
+from rnnkit.io import atomic_write, atomic_write_text
+from rnnkit.vocab import Vocab
+
+
+class RunDir:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.json")
+    vocab_path = property(lambda self: self.path / "vocab.json")
+    labels_path = property(lambda self: self.path / "labels.json")
+    weights_path = property(lambda self: self.path / "model.safetensors")
+    trainer_path = property(lambda self: self.path / "trainer.pt")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    results_path = property(lambda self: self.path / "results.json")
+    curve_path = property(lambda self: self.path / "curve.png")
+
+    # --- writing ------------------------------------------------------------------------
+
+    def write_meta(self, cfg: RunConfig, vocab: Vocab, meta: dict[str, Any],
+                   labels: dict[str, Any] | None = None) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        vocab.save(self.vocab_path)
+        if labels is not None:
+            atomic_write_text(self.labels_path, json.dumps(labels, indent=1))
+        record = {"rnnkit": __version__, "task": cfg.model.task, **meta, "config": cfg.to_dict()}
+        atomic_write_text(self.config_path, json.dumps(record, indent=1))
+
+    def save_weights(self, model: nn.Module) -> None:
+        atomic_write(self.weights_path,
+                     lambda tmp: safetensors.torch.save_model(model, str(tmp)))
+
+    def save_trainer(self, state: dict[str, Any]) -> None:
+        atomic_write(self.trainer_path, lambda tmp: torch.save(state, tmp))
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        atomic_write_text(self.results_path, json.dumps(results, indent=1))
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _json(self, path: Path) -> Any:
+        if not path.is_file():
+            raise UsageError(f"{self.path}: not an rnnkit run directory (no {path.name}); "
+                             "train one with `rnnkit train --out DIR`")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: corrupted ({exc}); retrain or restore the file") from None
+
+    def meta(self) -> dict[str, Any]:
+        if not self.path.is_dir():
+            raise UsageError(f"{self.path}: no such run directory")
+        meta = self._json(self.config_path)
+        if not isinstance(meta, dict) or "config" not in meta or "task" not in meta:
+            raise UsageError(f"{self.config_path}: not an rnnkit run config")
+        return meta
+
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.meta()["config"])
+
+    def vocab(self) -> Vocab:
+        if not self.vocab_path.is_file():
+            raise UsageError(f"{self.path}: run directory has no vocab.json; it is incomplete")
+        return Vocab.load(self.vocab_path)
+
+    def labels(self) -> dict[str, Any]:
+        labels = self._json(self.labels_path)
+        if not isinstance(labels, dict) or "classes" not in labels or "names" not in labels:
+            raise UsageError(f"{self.labels_path}: corrupted label file")
+        return labels
+
+    def load_weights(self, model: nn.Module, path: Path | None = None) -> None:
+        path = path or self.weights_path
+        if not path.is_file():
+            raise UsageError(f"{self.path}: no trained weights yet ({path.name}); finish or "
+                             f"resume training with `rnnkit train --resume {self.path}`")
+        try:
+            missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+        except Exception as exc:  # safetensors raises several types for damaged files
+            raise UsageError(f"{path}: corrupted or foreign weights ({exc})") from None
+        if missing or unexpected:
+            raise UsageError(f"{path}: weights do not match config.json (missing "
+                             f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+
+    def load_trainer(self) -> dict[str, Any] | None:
+        if not self.trainer_path.is_file():
+            return None
+        try:
+            return torch.load(self.trainer_path, weights_only=True)
+        except Exception as exc:  # damaged file
+            raise UsageError(f"{self.trainer_path}: corrupted trainer state ({exc}); delete it "
+                             "to start over") from None

@@ -1,0 +1,62 @@
+"""Vocabulary: token <-> id, special tokens first, saved as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from rnnkit.errors import DataError
+from rnnkit.io import atomic_write_text
+
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+
+
+class Vocab:
+    def __init__(self, tokens: Sequence[str], specials: Sequence[str]):
+        self.itos: list[str] = list(tokens)
+        self.specials = list(specials)
+        self.stoi: dict[str, int] = {tok: i for i, tok in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise DataError("vocabulary has duplicate tokens")
+        if UNK not in self.stoi:
+            raise DataError(f"vocabulary lacks the {UNK} token")
+        self.unk_id = self.stoi[UNK]
+        self.pad_id = self.stoi.get(PAD, -1)
+        self.eos_id = self.stoi.get(EOS, -1)
+
+    @classmethod
+    def build(cls, token_lists: Iterable[Sequence[str]], specials: Sequence[str],
+              min_freq: int = 1, max_size: int = 0) -> "Vocab":
+        """Specials first, then tokens by falling frequency (ties by first appearance)."""
+        counts: Counter[str] = Counter()
+        for tokens in token_lists:
+            counts.update(tokens)
+        for special in specials:
+            counts.pop(special, None)
+        words = [w for w, c in counts.most_common() if c >= min_freq]
+        if max_size:
+            words = words[: max(0, max_size - len(specials))]
+        return cls(list(specials) + words, specials)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        get, unk = self.stoi.get, self.unk_id
+        return [get(tok, unk) for tok in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.itos[i] for i in ids]
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps({"specials": self.specials, "tokens": self.itos}))
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocab":
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(raw["tokens"], raw["specials"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: not a readable rnnkit vocabulary ({exc})") from None

@@ -1,0 +1,157 @@
+"""End-to-end command-line tests on small data made here."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rnnkit.cli import main
+
+TINY = ["--embedding-dim", "16", "--hidden-size", "16", "--epochs", "3", "--batch-size", "16",
+        "--lr", "0.01", "--min-freq", "1"]
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_classifier_train_evaluate_predict(tmp_path, tsv_data, capsys):
+    run = tmp_path / "run"
+    code, out, err = cli(capsys, "train", "--preset", "lstm-classifier", "--train", tsv_data["train"],
+                         "--valid", tsv_data["dev"], "--test", tsv_data["test"],
+                         "--text-field", "sentence", "--label-field", "label", "--out", run, *TINY)
+    assert code == 0, err
+    for name in ("config.json", "vocab.json", "labels.json", "model.safetensors", "trainer.pt",
+                 "metrics.jsonl", "results.json", "curve.png"):
+        assert (run / name).is_file(), name
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+    code, out, err = cli(capsys, "evaluate", run, "--split", "test", "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["accuracy"] >= 0.9  # the synthetic task is easy
+    assert metrics["labels"] == ["neg", "pos"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == 100
+
+    code, out, err = cli(capsys, "predict", run, "a wonderful superb film", "boring awful waste")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("pos\t") and lines[1].startswith("neg\t")
+
+    (tmp_path / "in.txt").write_text("loved it , brilliant\n\nterrible plot\n")
+    code, out, err = cli(capsys, "predict", run, "--file", tmp_path / "in.txt", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["label"] for r in rows] == ["pos", "neg"]
+    assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-5
+
+
+def test_predict_reads_stdin(tmp_path, tsv_data):
+    run = tmp_path / "run"
+    assert main(["train", "--train", str(tsv_data["train"]), "--text-field", "sentence",
+                 "--out", str(run), *TINY, "--epochs", "1"]) == 0
+    proc = subprocess.run([sys.executable, "-m", "rnnkit", "predict", str(run), "--json"],
+                          input="great fun\nawful\n", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2
+
+
+def test_resume_is_exact(tmp_path, tsv_data, capsys):
+    common = ["--train", tsv_data["train"], "--valid", tsv_data["dev"], "--text-field",
+              "sentence", *TINY, "--epochs", "2", "--dropout", "0.3"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert cli(capsys, "train", "--out", straight, *common)[0] == 0
+    assert cli(capsys, "train", "--out", split, *common, "--max-steps", "30")[0] == 0
+    assert not json.loads((split / "results.json").read_text())["finished"]
+    code, out, err = cli(capsys, "train", "--resume", split)
+    assert code == 0, err
+    a = torch.load(straight / "trainer.pt", weights_only=True)["model"]
+    b = torch.load(split / "trainer.pt", weights_only=True)["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert load_file(straight / "model.safetensors").keys() == load_file(
+        split / "model.safetensors").keys()
+
+
+def test_lm_train_evaluate_generate_score(tmp_path, corpus_files, capsys):
+    run = tmp_path / "lm"
+    code, out, err = cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"],
+                         "--valid", corpus_files["valid"], "--test", corpus_files["test"],
+                         "--out", run, "--embedding-dim", "32", "--hidden-size", "32",
+                         "--epochs", "20", "--num-steps", "10", "--batch-size", "8", "--lr", "5",
+                         "--dropout", "0")
+    assert code == 0, err
+    code, out, err = cli(capsys, "evaluate", run, "--split", "test", "--json")
+    metrics = json.loads(out)
+    assert set(metrics) >= {"perplexity", "loss", "tokens"}
+    assert metrics["perplexity"] < 6  # 12-word grammar: a uniform guess would score ~14
+    args = ["generate", run, "--prompt", "the cat", "--max-tokens", "12", "--seed", "3", "--json"]
+    first, second = cli(capsys, *args)[1], cli(capsys, *args)[1]
+    assert first == second and len(json.loads(first)["tokens"]) == 12
+    assert cli(capsys, *args[:-2], "4", "--json")[1] != first  # another seed, another text
+    greedy = cli(capsys, "generate", run, "--prompt", "the cat", "--greedy", "--max-tokens", "3")
+    assert greedy[1].split()[2:] == ["sat", "on", "the"]
+    code, out, err = cli(capsys, "score", run, corpus_files["test"], "--json")
+    assert code == 0 and json.loads(out)["tokens"] > 100
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "--preset", "nope", "--out", "x"], "unknown preset 'nope'"),
+    (["train", "--dataset", "mnist", "--out", "{tmp}/x"], "unknown dataset 'mnist'"),
+    (["train", "--train", "{tmp}/missing.tsv", "--out", "{tmp}/x"], "missing.tsv: no such file"),
+    (["train", "--train", "{tmp}/train.tsv", "--out", "{tmp}/x"], "no column 'text'"),
+    (["train", "--train", "{tmp}/train.tsv", "--dropout", "1.5", "--out", "{tmp}/x"],
+     "dropout must be in"),
+    (["evaluate", "{tmp}"], "not an rnnkit run directory"),
+    (["predict", "{tmp}/nowhere", "hi"], "no such run directory"),
+])
+def test_user_mistakes_exit_2_with_one_line(tmp_path, tsv_data, capsys, args, match):
+    code, out, err = cli(capsys, *[a.format(tmp=tsv_data["train"].parent) for a in args])
+    assert code == 2
+    assert match in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tsv_data["train"].parent / "x" / "config.json").exists()
+
+
+def test_wrong_task_and_bad_generation_settings(tmp_path, tsv_data, corpus_files, capsys):
+    clf, lm = tmp_path / "clf", tmp_path / "lm"
+    assert cli(capsys, "train", "--train", tsv_data["train"], "--text-field", "sentence",
+               "--out", clf, *TINY, "--epochs", "1")[0] == 0
+    assert cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"], "--out", lm,
+               "--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1")[0] == 0
+    for args, match in (
+        (["generate", clf, "--prompt", "hi"], "generate and score need a language model"),
+        (["predict", lm, "hi"], "predict needs a classifier"),
+        (["generate", lm, "--prompt", "zebra quokka"], "no word of the prompt"),
+        (["generate", lm, "--prompt", "the", "--max-tokens", "0"], "max_tokens must be"),
+        (["generate", lm, "--prompt", "the", "--temperature", "-1"], "temperature must not"),
+        (["score", lm, tmp_path / "absent.txt"], "no such file"),
+        (["train", "--out", clf, "--train", tsv_data["train"]], "a run already exists"),
+    ):
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and match in err, (args, err)
+    (clf / "model.safetensors").write_bytes(b"garbage")
+    code, _, err = cli(capsys, "predict", clf, "hi")
+    assert code == 2 and "corrupted or foreign weights" in err
+    (clf / "config.json").write_text("{not json")
+    code, _, err = cli(capsys, "predict", clf, "hi")
+    assert code == 2 and "corrupted" in err
+
+
+def test_unknown_label_in_test_split(tmp_path, tsv_data, capsys):
+    bad = tmp_path / "test.tsv"
+    bad.write_text("sentence\tlabel\ngood\tpos\nmeh\tneutral\n")
+    code, _, err = cli(capsys, "train", "--train", tsv_data["train"], "--test", bad,
+                       "--text-field", "sentence", "--out", tmp_path / "r", *TINY)
+    assert code == 2 and "'neutral'" in err and "not seen in training" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_console_script_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rnnkit", "evaluate", str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("rnnkit: error:")

@@ -1,0 +1,67 @@
+"""The encoder's exactness: results never depend on padding or on batch neighbours."""
+
+import pytest
+import torch
+
+from rnnkit.config import ModelConfig
+from rnnkit.language_model import batchify
+from rnnkit.models import Classifier, LanguageModel
+from rnnkit.models.encoder import reverse_index
+
+
+def test_reverse_index_reverses_within_length():
+    index = reverse_index(torch.tensor([3, 1, 4]), 4)
+    assert index.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3], [3, 2, 1, 0]]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "meanmax", "attention"])
+def test_result_independent_of_padding_and_batch(cell, bidirectional, pooling):
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, bidirectional=bidirectional, pooling=pooling, hidden_size=8,
+                      embedding_dim=6, num_layers=2, dropout=0.0)
+    model = Classifier(30, 3, cfg, pad_id=0).eval()
+    texts = [torch.randint(1, 30, (n,)) for n in (5, 9, 2, 7)]
+    alone = [model(t.unsqueeze(0), torch.tensor([len(t)]))[0] for t in texts]
+    width = 12
+    batch = torch.zeros(len(texts), width, dtype=torch.long)  # right-padded with <pad> = 0
+    for row, t in enumerate(texts):
+        batch[row, : len(t)] = t
+    together = model(batch, torch.tensor([len(t) for t in texts]))[0]
+    for row, single in enumerate(alone):
+        torch.testing.assert_close(together[row], single[0], atol=1e-5, rtol=1e-5)
+    # Padding with a real word instead of <pad> changes nothing either: it is never read.
+    batch[batch == 0] = 7
+    torch.testing.assert_close(model(batch, torch.tensor([len(t) for t in texts]))[0], together,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_bidirectional_reads_both_ways():
+    torch.manual_seed(0)
+    cfg = ModelConfig(bidirectional=True, pooling="last", hidden_size=4, embedding_dim=4,
+                      dropout=0.0)
+    model = Classifier(10, 2, cfg, pad_id=0).eval()
+    a = model(torch.tensor([[1, 2, 3]]), torch.tensor([3]))[0]
+    b = model(torch.tensor([[3, 2, 1]]), torch.tensor([3]))[0]
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_lm_state_carry_equals_one_long_window(cell):
+    torch.manual_seed(0)
+    cfg = ModelConfig(task="lm", cell=cell, hidden_size=8, embedding_dim=8, num_layers=2,
+                      dropout=0.0, tie_weights=True, init_range=0.1)
+    model = LanguageModel(20, cfg).eval()
+    ids = torch.randint(0, 20, (2, 12))
+    whole, _ = model(ids, None)
+    first, state = model(ids[:, :5], None)
+    second, _ = model(ids[:, 5:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, atol=1e-5, rtol=1e-5)
+    assert model.decoder.weight is model.encoder.embedding.weight
+
+
+def test_batchify_layout():
+    streams = batchify(torch.arange(26), 4)
+    assert streams.shape == (4, 6)
+    assert streams[1].tolist() == [6, 7, 8, 9, 10, 11]  # each row is contiguous text

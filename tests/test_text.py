@@ -1,0 +1,87 @@
+import gzip
+
+import pytest
+
+from rnnkit.errors import DataError
+from rnnkit.readers import read_labeled, read_lines, read_texts
+from rnnkit.tokenize import get_tokenizer
+from rnnkit.vocab import PAD, UNK, Vocab
+from conftest import write_jsonl
+
+
+def test_tokenizers():
+    text = "I didn't like it.<br /><br />Too LONG!"
+    assert get_tokenizer("basic")(text) == ["i", "didn't", "like", "it", ".", "too", "long", "!"]
+    assert get_tokenizer("tutorial")(text) == ["i", "didnt", "like", "it", "too", "long"]
+    assert get_tokenizer("whitespace", lowercase=False)("a  B\tc") == ["a", "B", "c"]
+    assert get_tokenizer("char", lowercase=False)("ab") == ["a", "b"]
+
+
+def test_vocab_specials_first_and_limits(tmp_path):
+    vocab = Vocab.build([["b", "a", "b", "c"], ["b", "a"]], [PAD, UNK], min_freq=2)
+    assert vocab.itos == [PAD, UNK, "b", "a"]
+    assert vocab.encode(["a", "zzz"]) == [3, vocab.unk_id]
+    assert len(Vocab.build([["b", "a", "b", "c"]], [PAD, UNK], max_size=3)) == 3
+    vocab.save(tmp_path / "v.json")
+    assert Vocab.load(tmp_path / "v.json").itos == vocab.itos
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DataError, match="bad.json"):
+        Vocab.load(tmp_path / "bad.json")
+
+
+def test_read_formats(tmp_path):
+    (tmp_path / "a.csv").write_text('text,label\n"good, really",1\nbad,0\n')
+    (tmp_path / "a.tsv").write_text("text\tlabel\ngood\tpos\n")
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "good", "label": 1}, {"text": "x", "label": 0}])
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write('{"review": "fine", "stars": "5"}\n')
+    for sub, name in (("pos", "1_9.txt"), ("neg", "2_1.txt"), ("unsup", "3_0.txt")):
+        (tmp_path / "tree" / sub).mkdir(parents=True)
+        (tmp_path / "tree" / sub / name).write_text(f"text {sub}")
+    assert read_labeled(tmp_path / "a.csv").texts == ["good, really", "bad"]
+    assert read_labeled(tmp_path / "a.tsv").labels == ["pos"]
+    assert read_labeled(tmp_path / "a.jsonl").labels == ["1", "0"]
+    assert read_labeled(tmp_path / "b.jsonl.gz", "review", "stars").texts == ["fine"]
+    tree = read_labeled(tmp_path / "tree")
+    assert sorted(tree.labels) == ["neg", "pos"]  # unsup left out
+
+
+def test_empty_texts_are_counted_not_dropped_silently(tmp_path):
+    write_jsonl(tmp_path / "e.jsonl", [{"text": "ok", "label": 1}, {"text": "  ", "label": 0}])
+    out = read_labeled(tmp_path / "e.jsonl")
+    assert out.texts == ["ok"]
+    assert "1 empty texts" in out.report()
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"text": "a"}\n', r"e\.jsonl:1: no field 'label'"),
+    ('{"text": "a", "label": 1}\n{oops\n', r"e\.jsonl:2: not valid JSON"),
+    ('{"text": "a", "label": ""}\n', r"e\.jsonl:1: empty label"),
+    ('[1, 2]\n', r"e\.jsonl:1: expected a JSON object"),
+])
+def test_bad_jsonl_names_line(tmp_path, content, match):
+    (tmp_path / "e.jsonl").write_text(content)
+    with pytest.raises(DataError, match=match):
+        read_labeled(tmp_path / "e.jsonl")
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_labeled(tmp_path / "missing.csv")
+    (tmp_path / "x.parquet").write_text("")
+    with pytest.raises(DataError, match="unknown format"):
+        read_labeled(tmp_path / "x.parquet")
+    (tmp_path / "h.csv").write_text("body,y\nhi,1\n")
+    with pytest.raises(DataError, match=r"h\.csv:1: no column 'text'.*body, y"):
+        read_labeled(tmp_path / "h.csv")
+    (tmp_path / "latin.tsv").write_bytes(b"text\tlabel\ngood\t1\ncaf\xe9\t0\n")
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        read_labeled(tmp_path / "latin.tsv")
+    (tmp_path / "l.txt").write_bytes(b"ok\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"l\.txt:2: not valid UTF-8"):
+        read_lines(tmp_path / "l.txt")
+
+
+def test_read_texts_plain(tmp_path):
+    (tmp_path / "t.txt").write_text("one\n\ntwo\n")
+    assert read_texts(tmp_path / "t.txt") == ["one", "two"]

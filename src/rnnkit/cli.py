@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)
+
+    from rnnkit.service_cli import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -1,0 +1,98 @@
+"""`rnnkit export`: ONNX Runtime must agree with PyTorch on tiny runs trained here."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from rnnkit.cli import main
+from rnnkit.classification import collate
+from rnnkit.data import encode_texts
+from rnnkit.export import exportable
+from rnnkit.predict import Predictor
+from tiny_runs import train_classifier, train_lm
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("export")
+
+
+def session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def test_classifier_onnx_matches_pytorch(root, capsys):
+    run = train_classifier(root)  # the preset: bidirectional LSTM, mean+max pooling
+    out = root / "clf.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    onnx_model = session(out)
+    assert [i.name for i in onnx_model.get_inputs()] == ["ids", "lengths"]
+    module = exportable(run)[0]
+    vocab_size = Predictor.load(run).model.encoder.embedding.num_embeddings
+    generator = torch.Generator().manual_seed(0)
+    for batch, seq_len in [(1, 1), (1, 9), (4, 23), (7, 61)]:  # dynamic batch and time
+        ids = torch.randint(2, vocab_size, (batch, seq_len), generator=generator)
+        lengths = torch.randint(1, seq_len + 1, (batch,), generator=generator)
+        lengths[0] = seq_len
+        with torch.inference_mode():
+            expected = module(ids, lengths).numpy()
+        got = onnx_model.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})[0]
+        assert got.shape == (batch, 2)
+        assert np.abs(got - expected).max() <= TOLERANCE, (batch, seq_len)
+
+    # End to end: padded real texts give what Predictor gives.
+    predictor = Predictor.load(run)
+    texts = ["a wonderful superb film", "boring", "the plot was awful and the actors dull"]
+    batch = collate(encode_texts(texts, predictor.cfg.data, predictor.vocab),
+                    predictor.vocab.pad_id)
+    got = onnx_model.run(None, {"ids": batch.ids.numpy(), "lengths": batch.lengths.numpy()})[0]
+    assert np.abs(got - predictor.probabilities(texts)).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_language_model_onnx_matches_pytorch_and_carries_state(root, cell):
+    run = train_lm(root, f"lm-{cell}", cell=cell, epochs=1)
+    assert main(["export", str(run)]) == 0  # default format and path
+    onnx_model = session(run / "model.onnx")
+    module = exportable(run)[0]
+    state_names = ["h", "c"] if cell == "lstm" else ["h"]
+    assert [i.name for i in onnx_model.get_inputs()] == ["ids", *state_names]
+    vocab_size = module.model.encoder.embedding.num_embeddings
+    generator = torch.Generator().manual_seed(0)
+    for batch, seq_len in [(1, 1), (2, 5), (3, 40)]:
+        ids = torch.randint(0, vocab_size, (batch, seq_len), generator=generator)
+        state = [torch.randn(2, batch, 16, generator=generator) for _ in state_names]
+        with torch.inference_mode():
+            expected = [t.numpy() for t in module(ids, *state)]
+        got = onnx_model.run(None, {"ids": ids.numpy(),
+                                    **{n: s.numpy() for n, s in zip(state_names, state)}})
+        assert got[0].shape == (batch, seq_len, vocab_size)
+        for a, b in zip(got, expected):
+            assert np.abs(a - b).max() <= TOLERANCE, (batch, seq_len)
+
+    # Reading a sequence in two windows, state fed back, equals reading it whole.
+    ids = torch.randint(0, vocab_size, (2, 12), generator=generator)
+    zeros = {n: np.zeros((2, 2, 16), np.float32) for n in state_names}
+    whole = onnx_model.run(None, {"ids": ids.numpy(), **zeros})[0]
+    first = onnx_model.run(None, {"ids": ids[:, :5].numpy(), **zeros})
+    second = onnx_model.run(None, {"ids": ids[:, 5:].numpy(),
+                                   **dict(zip(state_names, first[1:]))})
+    assert np.abs(np.concatenate([first[0], second[0]], 1) - whole).max() <= TOLERANCE
+
+
+def test_refusals_are_one_line_usage_errors(root, capsys):
+    ngram_run = train_classifier(root, "ngrams", ngram_order=2, ngram_buckets=1024, epochs=1)
+    assert main(["export", str(ngram_run)]) == 2
+    assert main(["export", str(ngram_run), "--format", "torch-export"]) == 2
+    assert main(["export", str(ngram_run), "--format", "tflite"]) == 2
+    assert main(["export", str(root / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("rnnkit: error: ") for line in err)
+    assert "n-gram" in err[0] and "torch-export" in err[1] and "tflite" in err[2]
+    assert not (ngram_run / "model.onnx").exists()

@@ -1,0 +1,153 @@
+"""The web page in real headless Chromium, against `rnnkit serve` running in a subprocess.
+
+CI installs Debian's chromium (scripts/install-browser.sh); without it this fails, never skips.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tiny_runs import train_classifier, train_lm
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "serve", *args, "--port", str(port),
+                             "--threads", "1", "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{proc.stdout.read()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start within 60 s")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    return {"clf": train_classifier(root), "lm": train_lm(root)}
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    proc, url = start_server(f"sentiment={runs['clf']}", f"words={runs['lm']}")
+    yield url
+    assert stop(proc) == 0
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: run scripts/install-browser.sh"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_classify_a_review_and_see_the_deciding_words(server, browser):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/")
+    expect(page.locator("body[data-ready='1']")).to_be_attached()
+    expect(page.locator("#model")).to_be_visible()  # two models served: a chooser
+    page.select_option("#model", "sentiment")
+
+    page.click("#classify")  # nothing typed yet: a message, no request
+    expect(page.locator("#error")).to_contain_text("type or paste")
+
+    review = "The story was wonderful and the actors superb, a moving film."
+    page.fill("#text", review)
+    page.click("#classify")
+    expect(page.locator("#label")).to_have_text("pos")
+    probability = float(page.locator("#probability").inner_text())
+    assert 0.5 < probability <= 1.0
+    expect(page.locator("#highlighted")).to_have_text(review)  # the text as typed
+    pushed = page.locator("#highlighted span.pushed-for").all_inner_texts()
+    assert {"wonderful", "superb", "moving"} & set(pushed), pushed
+    values = [float(v) for v in page.locator("#highlighted span.token").evaluate_all(
+        "spans => spans.map(s => s.dataset.contribution)")]
+    assert len(values) == 13 and max(values) > 0
+    assert "occlusion" in page.locator("#result").inner_text().lower()
+
+    page.fill("#text", "dull , boring and awful")
+    page.click("#classify")
+    expect(page.locator("#label")).to_have_text("neg")
+    assert errors == []
+
+
+def test_generate_from_a_prompt(server, browser):
+    page = browser.new_page()
+    page.goto(server + "/")
+    expect(page.locator("body[data-ready='1']")).to_be_attached()
+    page.select_option("#model", "words")
+    expect(page.locator("#generate-panel")).to_be_visible()
+    expect(page.locator("#classify-panel")).to_be_hidden()
+    page.fill("#prompt", "the cat")
+    page.fill("#max-tokens", "5")
+    page.fill("#temperature", "0.8")
+    page.fill("#top-k", "5")
+    page.fill("#seed", "7")
+    page.click("#generate")
+    expect(page.locator("#generated")).to_contain_text("the cat ")
+
+    page.fill("#max-tokens", "100000")  # over the server's limit: the error is shown
+    page.click("#generate")
+    expect(page.locator("#error")).to_contain_text("max_tokens")
+
+
+def test_shutdown_finishes_the_request_in_flight(runs):
+    # A lone request waits up to --max-wait-ms for company, so it is surely in flight when
+    # the signal arrives.
+    proc, url = start_server(str(runs["clf"]), "--max-wait-ms", "1500")
+    result: dict = {}
+
+    def ask() -> None:
+        result["response"] = httpx.post(url + "/v1/predict", json={"texts": ["superb fun"]},
+                                        timeout=30)
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    time.sleep(0.5)
+    code = stop(proc)
+    thread.join()
+    assert result["response"].status_code == 200
+    assert result["response"].json()["predictions"][0]["label"] == "pos"
+    assert code == 0

@@ -68,12 +68,23 @@ class ModelConfig:
     pooling: str = "last"  # classification: how a sequence of states becomes one vector
     freeze_embeddings: bool = False
     tie_weights: bool = False  # language models: decoder shares the embedding matrix
+    softmax: str = "full"  # language models: full | adaptive (exact, normalized, faster)
+    cutoffs: str = "2000,6000"  # adaptive softmax: where the head and tail clusters split
     init_range: float = 0.0  # > 0: every weight uniform in [-init_range, init_range]
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, TASKS)
         _check_choice("cell", self.cell, CELLS)
         _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("softmax", self.softmax, ("full", "adaptive"))
+        if self.softmax == "adaptive" and self.tie_weights:
+            raise UsageError("the adaptive softmax cannot be tied to the embeddings; "
+                             "set --tie-weights false")
+        try:
+            [int(c) for c in self.cutoffs.split(",")]
+        except ValueError:
+            raise UsageError(f"cutoffs must be comma-separated integers, got {self.cutoffs!r}") \
+                from None
         _check_range("embedding_dim", self.embedding_dim, 1)
         _check_range("hidden_size", self.hidden_size, 1)
         _check_range("num_layers", self.num_layers, 1)
@@ -104,11 +115,13 @@ class TrainConfig:
     bucket: bool = True  # classification: batch reviews of similar length together
     seed: int = 1
     threads: int = 0  # torch threads; 0 = torch's default
+    precision: str = "fp32"  # fp32 | bf16 (autocast matmuls to bfloat16; weights stay fp32)
 
     def __post_init__(self) -> None:
         _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         _check_choice("loss_scale", self.loss_scale, ("mean", "sum_steps"))
         _check_choice("schedule", self.schedule, ("none", "step", "plateau", "cosine"))
+        _check_choice("precision", self.precision, ("fp32", "bf16"))
         _check_range("batch_size", self.batch_size, 1)
         _check_range("eval_batch_size", self.eval_batch_size, 1)
         _check_range("num_steps", self.num_steps, 1)

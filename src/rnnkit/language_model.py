@@ -21,8 +21,9 @@ and every token after the first is scored.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
-import torch.nn.functional as F
 
 from rnnkit.config import RunConfig
 from rnnkit.data import CorpusData
@@ -37,6 +38,13 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """(N,) -> (batch_size, N // batch_size), dropping the tail that does not fit."""
     width = len(ids) // batch_size
     return ids[: width * batch_size].view(batch_size, width)
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    """bf16: matmuls and the RNN run in bfloat16 on CPU; weights and the loss stay fp32."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def detach(state: State) -> State:
@@ -79,8 +87,10 @@ class LanguageModelTask:
         inputs = self.streams[:, start: start + steps]  # (B, T)
         targets = self.streams[:, start + 1: start + 1 + steps]  # (B, T), shifted by one
         state = detach(state) if state is not None else self.initial_state(model)
-        logits, state = model(inputs, state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with autocast(self.cfg.train.precision):
+            features, state = model.features(inputs, state)
+            loss = model.token_nll(features, targets).float()
+        state = tuple(s.float() for s in state)
         if self.cfg.train.loss_scale == "sum_steps":
             # Zaremba / TF tutorial: the loss is summed over time steps of the batch mean, so
             # gradients (and what the clip norm sees) are num_steps times the per-token mean.
@@ -105,8 +115,8 @@ def evaluate_stream(model: LanguageModel, ids: torch.Tensor, window: int = EVAL_
     total, count = 0.0, 0
     for start in range(0, len(ids) - 1, window):
         chunk = ids[start: start + window + 1]
-        logits, state = model(chunk[:-1].unsqueeze(0), state)
-        total += float(F.cross_entropy(logits[0], chunk[1:], reduction="sum"))
+        features, state = model.features(chunk[:-1].unsqueeze(0), state)
+        total += float(model.token_nll(features, chunk[1:].unsqueeze(0), reduction="sum"))
         count += len(chunk) - 1
     loss = total / count
     return {"loss": loss, "perplexity": perplexity(loss), "tokens": count}

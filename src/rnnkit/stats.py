@@ -11,7 +11,8 @@ from rnnkit import datasets
 from rnnkit.errors import UsageError
 from rnnkit.plots import plot_histogram
 from rnnkit.readers import read_labeled, read_texts
-from rnnkit.tokenize import TOKENIZERS, get_tokenizer
+from rnnkit.config import TOKENIZERS
+from rnnkit.tokenize import get_tokenizer
 
 
 def _source(name: str, split: str) -> Path:

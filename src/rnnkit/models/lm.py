@@ -1,15 +1,21 @@
 """Word-level language model on the shared encoder (Zaremba et al. 2014 and kin).
 
     ids (B, T) -> embedding -> dropout -> stacked RNN (dropout between layers) -> dropout
-               -> decoder (H -> V), optionally sharing the embedding matrix
+               -> output layer over the vocabulary
 
 Dropout touches only non-recurrent connections, as in the paper. The recurrent state is an
 explicit argument and result: the training loop carries it from one BPTT window to the next.
+
+The output layer is either the full softmax (a linear decoder, optionally sharing the
+embedding matrix) or an adaptive softmax (Grave et al. 2017): frequent words in a small head,
+rarer ones in tail clusters with smaller projections. Both are exact, normalized distributions
+over the whole vocabulary; the adaptive one costs far less per token for large vocabularies.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rnnkit.config import ModelConfig
@@ -23,25 +29,53 @@ class LanguageModel(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(vocab_size, cfg)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
-        if cfg.tie_weights:
-            if cfg.hidden_size != cfg.embedding_dim:
-                raise UsageError("tie_weights needs hidden_size == embedding_dim "
-                                 f"({cfg.hidden_size} != {cfg.embedding_dim})")
-            self.decoder.weight = self.encoder.embedding.weight
+        self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
+        if cfg.softmax == "adaptive":
+            cutoffs = [int(c) for c in cfg.cutoffs.split(",") if 0 < int(c) < vocab_size - 1]
+            if not cutoffs:
+                raise UsageError(f"cutoffs {cfg.cutoffs} leave no cluster for a vocabulary of "
+                                 f"{vocab_size}; give smaller --cutoffs")
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(cfg.hidden_size, vocab_size, cutoffs,
+                                                          div_value=4.0)
+        else:
+            self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
+            if cfg.tie_weights:
+                if cfg.hidden_size != cfg.embedding_dim:
+                    raise UsageError("tie_weights needs hidden_size == embedding_dim "
+                                     f"({cfg.hidden_size} != {cfg.embedding_dim})")
+                self.decoder.weight = self.encoder.embedding.weight
         if cfg.init_range > 0:
             for param in self.parameters():
                 nn.init.uniform_(param, -cfg.init_range, cfg.init_range)
 
-    def forward(self, ids: torch.Tensor, state: State | None = None
-                ) -> tuple[torch.Tensor, State]:
-        """ids (B, T) -> logits (B, T, V) and the state after the last step."""
+    def features(self, ids: torch.Tensor, state: State | None = None
+                 ) -> tuple[torch.Tensor, State]:
+        """ids (B, T) -> the output layer's input (B, T, H) and the state after the last step."""
         outputs, state = self.encoder(ids, state=state)
         assert state is not None
-        return self.decoder(self.dropout(outputs)), state
+        return self.dropout(outputs), state
+
+    def token_nll(self, features: torch.Tensor, targets: torch.Tensor,
+                  reduction: str = "mean") -> torch.Tensor:
+        """Negative log-likelihood of targets (B, T) given features (B, T, H)."""
+        flat = features.reshape(-1, features.shape[-1])
+        if self.adaptive is None:
+            return F.cross_entropy(self.decoder(flat), targets.reshape(-1), reduction=reduction)
+        nll = -self.adaptive(flat, targets.reshape(-1)).output
+        return nll.mean() if reduction == "mean" else nll.sum()
+
+    def forward(self, ids: torch.Tensor, state: State | None = None
+                ) -> tuple[torch.Tensor, State]:
+        """ids (B, T) -> scores (B, T, V) whose softmax is the next-token distribution (logits
+        for the full softmax, log-probabilities for the adaptive one) and the new state."""
+        features, state = self.features(ids, state)
+        if self.adaptive is None:
+            return self.decoder(features), state
+        flat = self.adaptive.log_prob(features.reshape(-1, features.shape[-1]))
+        return flat.view(*features.shape[:2], -1), state
 
     def initial_state(self, batch_size: int) -> State:
         cfg = self.cfg
-        weight = self.decoder.weight
+        weight = self.encoder.embedding.weight
         zeros = lambda: weight.new_zeros(cfg.num_layers, batch_size, cfg.hidden_size)  # noqa: E731
         return (zeros(), zeros()) if cfg.cell == "lstm" else (zeros(),)

@@ -1,0 +1,149 @@
+"""Sentiment training and inference speed on real IMDB reviews (RNNKIT_MIRROR), imdb-seed shape
+(frozen 50-d embeddings, one 64-unit LSTM, batch 24, reviews cut at 250 tokens).
+
+The reference is the tutorial's loop written out here: every batch padded to 250, nn.LSTM,
+the output at the last position, Adam. rnnkit runs its own training step (length-bucketed
+batches padded to their own maximum, exact masking) on the same reviews, alternating rounds.
+
+    python benchmarks/imdb.py [--run runs/imdb-seed]   # with --run, also inference figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import alternate, machine, matmul_peak, print_table, write_json
+from rnnkit.classification import ClassificationTask
+from rnnkit.config import preset
+from rnnkit.data import load_classification
+from rnnkit.train import make_optimizer
+
+MAX_LEN = 250
+
+
+class TutorialLSTM(nn.Module):
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, 50)
+        self.embedding.weight.requires_grad_(False)
+        self.rnn = nn.LSTM(50, 64, batch_first=True)
+        self.dropout = nn.Dropout(0.25)
+        self.head = nn.Linear(64, 2)
+
+    def forward(self, ids):  # (B, 250)
+        out, _ = self.rnn(self.embedding(ids))
+        return self.head(self.dropout(out[:, -1]))
+
+
+def lstm_flops(tokens: int) -> float:
+    """Training FLOPs of the LSTM for `tokens` real-or-padded steps (forward x3)."""
+    return 3.0 * tokens * 2 * 4 * 64 * (50 + 64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reviews", type=int, default=2400, help="training reviews per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--run", help="a trained imdb-seed run, for inference figures")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    cfg = preset("imdb-seed").override(embeddings=None, limit_train=args.reviews)
+    data = load_classification(cfg.data, cfg.train.seed, ("train",))
+    task = ClassificationTask(cfg, data)
+    split = data.splits["train"]
+    real_tokens = sum(len(a) for a in split.ids)
+
+    # --- reference: pad everything to 250 ---------------------------------------------------
+    padded = np.zeros((len(split.ids), MAX_LEN), dtype=np.int64)
+    for row, ids in enumerate(split.ids):
+        padded[row, : len(ids)] = ids
+    padded_t, labels_t = torch.from_numpy(padded), torch.from_numpy(split.labels)
+    torch.manual_seed(0)
+    ref = TutorialLSTM(len(data.vocab))
+    ref_opt = torch.optim.Adam([p for p in ref.parameters() if p.requires_grad], lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def reference() -> int:
+        ref.train()
+        order = torch.randperm(len(padded_t))
+        for start in range(0, len(order), 24):
+            index = order[start: start + 24]
+            ref_opt.zero_grad()
+            loss_fn(ref(padded_t[index]), labels_t[index]).backward()
+            ref_opt.step()
+        return len(order)
+
+    model = task.build_model()
+    optimizer = make_optimizer(model, cfg)
+    epoch = {"n": 0}
+
+    def rnnkit_train() -> int:
+        model.train()
+        for index in task.train_batches(epoch["n"]):
+            loss, _, _ = task.train_step(model, index, None)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip)
+            optimizer.step()
+        epoch["n"] += 1
+        return len(split.ids)
+
+    peak = matmul_peak()
+    results = alternate({"reference (pad to 250)": reference, "rnnkit (bucketed, masked)":
+                         rnnkit_train}, args.rounds)
+    rows = []
+    for name, r in results.items():
+        tokens = len(split.ids) * MAX_LEN if name.startswith("reference") else real_tokens
+        seconds_per_sample = 1.0 / r["rate"]
+        rows.append({"name": name, **r, "peak": peak,
+                     "gflops": lstm_flops(tokens) / len(split.ids) / seconds_per_sample / 1e9})
+    print_table(f"IMDB training, imdb-seed shape, {len(split.ids):,} real reviews per round; "
+                f"LSTM GFLOP/s counted on the steps each computes; {machine()}", "samples/s",
+                rows, "reference (pad to 250)")
+    payload = {"machine": machine(), "matmul_peak_gflops": peak, "training": rows}
+
+    if args.run:
+        payload["inference"] = inference(args.run)
+    write_json(args.json, payload)
+
+
+def inference(run: str) -> dict:
+    from rnnkit.data import split_source
+    from rnnkit.predict import Predictor
+    from rnnkit.readers import read_labeled
+
+    predictor = Predictor.load(run)
+    texts = read_labeled(split_source(predictor.cfg.data, "test")).texts
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), 5000, replace=False)]
+    predictor.probabilities(sample[:500])  # warm-up
+    rates = []
+    for _ in range(3):
+        start = time.perf_counter()
+        predictor.probabilities(sample)
+        rates.append(len(sample) / (time.perf_counter() - start))
+    latencies = []
+    for text in sample[:300]:
+        start = time.perf_counter()
+        predictor.predict([text])
+        latencies.append((time.perf_counter() - start) * 1000)
+    out = {"batch_reviews_per_s": statistics.median(rates),
+           "single_p50_ms": float(np.percentile(latencies, 50)),
+           "single_p99_ms": float(np.percentile(latencies, 99))}
+    print("\nIMDB inference (imdb-seed run, real test reviews, tokenization included)")
+    print("| measure | value |\n|---|---:|")
+    print(f"| batch prediction, reviews/s | {out['batch_reviews_per_s']:,.0f} |")
+    print(f"| single review predict, p50 ms | {out['single_p50_ms']:.2f} |")
+    print(f"| single review predict, p99 ms | {out['single_p99_ms']:.2f} |")
+    return out
+
+
+if __name__ == "__main__":
+    main()

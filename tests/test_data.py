@@ -1,0 +1,135 @@
+"""Dataset resolution (cache, mirror, download), embeddings, data stats."""
+
+import gzip
+import hashlib
+import http.server
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnkit import datasets
+from rnnkit.embeddings import embedding_matrix, read_vectors
+from rnnkit.errors import DataError, UsageError
+from rnnkit.stats import length_stats
+from rnnkit.vocab import PAD, UNK, Vocab
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def _register(monkeypatch, url, md5):
+    ds = datasets.Dataset("toy", "corpus", files={"train": "toy/train.txt"},
+                          sources={"train": datasets.Download(url, md5=md5)})
+    monkeypatch.setitem(datasets.DATASETS, "toy", ds)
+
+
+def test_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RNNKIT_MIRROR", str(tmp_path / "mirror"))
+    _register(monkeypatch, "http://127.0.0.1:9/none", None)
+    (tmp_path / "mirror" / "toy").mkdir(parents=True)
+    (tmp_path / "mirror" / "toy" / "train.txt").write_text("mirror")
+    assert datasets.resolve("toy", "train").read_text() == "mirror"
+    (tmp_path / "home" / "data" / "toy").mkdir(parents=True)
+    (tmp_path / "home" / "data" / "toy" / "train.txt").write_text("cache")
+    assert datasets.resolve("toy", "train").read_text() == "cache"
+
+
+def test_download_verifies_and_is_atomic(tmp_path, monkeypatch, server):
+    root, url = server
+    (root / "train.txt").write_text("a b c\n")
+    monkeypatch.setenv("RNNKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RNNKIT_MIRROR", raising=False)
+    _register(monkeypatch, f"{url}/train.txt", hashlib.md5(b"wrong").hexdigest())
+    with pytest.raises(DataError, match="checksum mismatch"):
+        datasets.resolve("toy", "train")
+    leftovers = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert leftovers == []  # nothing half-written or unverified is kept
+    _register(monkeypatch, f"{url}/train.txt", hashlib.md5(b"a b c\n").hexdigest())
+    assert datasets.resolve("toy", "train").read_text() == "a b c\n"
+
+
+def test_offline_message_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RNNKIT_MIRROR", raising=False)
+    _register(monkeypatch, "http://127.0.0.1:9/train.txt", None)  # port 9: nothing listens
+    with pytest.raises(UsageError, match=r"could not download.*place it at .*toy/train.txt"):
+        datasets.resolve("toy", "train")
+    with pytest.raises(UsageError, match="unknown dataset 'nope'"):
+        datasets.resolve("nope", "train")
+
+
+def test_mirror_layout_matches_registry(mirror):
+    for name, ds in datasets.DATASETS.items():
+        for split, rel in ds.files.items():
+            assert (mirror / rel).is_file(), f"{name} {split}: {rel}"
+
+
+def _vocab():
+    return Vocab.build([["the", "cat", "Dog", "zebra"]], [PAD, UNK])
+
+
+def test_text_vectors_keep_only_vocab_rows(tmp_path):
+    lines = ["3 4", "the 1 2 3 4", "cat 0.5 0.5 0.5 0.5", "dog 9 9 9 9", "other 7 7 7 7"]
+    path = tmp_path / "vec.txt.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    rows, dim = read_vectors(path, {"the", "cat"})
+    assert dim == 4 and set(rows) == {"the", "cat"}
+    matrix, coverage = embedding_matrix(_vocab(), str(path), 4, "mean")
+    vocab = _vocab()
+    assert matrix.shape == (len(vocab), 4)
+    assert matrix[vocab.stoi["Dog"]].tolist() == [9, 9, 9, 9]  # lower-case fallback
+    assert matrix[vocab.pad_id].abs().sum() == 0
+    mean = np.mean([[1, 2, 3, 4], [0.5] * 4, [9] * 4], axis=0)
+    assert np.allclose(matrix[vocab.stoi["zebra"]].numpy(), mean)
+    assert coverage.found == 3
+
+
+def test_word2vec_binary(tmp_path):
+    path = tmp_path / "v.bin"
+    with open(path, "wb") as f:
+        f.write(b"2 3\n")
+        for word, vec in ((b"the", (1, 2, 3)), (b"cat", (4, 5, 6))):
+            f.write(word + b" " + struct.pack("<3f", *vec) + b"\n")
+    rows, dim = read_vectors(path, {"cat"})
+    assert dim == 3 and rows["cat"].tolist() == [4, 5, 6]
+
+
+def test_inconsistent_vectors_name_the_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("the 1 2 3\ncat 1 2\n")
+    with pytest.raises(DataError, match=r"bad\.txt:2: 2 values where .* have 3"):
+        read_vectors(path, {"the"})
+    with pytest.raises(UsageError, match="set --embedding-dim 3"):
+        (tmp_path / "ok.txt").write_text("the 1 2 3\n")
+        embedding_matrix(_vocab(), str(tmp_path / "ok.txt"), 5)
+
+
+def test_length_stats(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join('{"text": "%s", "label": 1}\n' % " ".join(["w"] * n)
+                            for n in range(1, 101)))
+    stats = length_stats(str(path), out=tmp_path / "h.png", coverage=0.9)
+    assert stats["texts"] == 100 and stats["max"] == 100
+    assert stats["suggested_max_len"] == 100  # 90th percentile 90.1 rounded up to 50s
+    assert (tmp_path / "h.png").stat().st_size > 1000

@@ -22,7 +22,7 @@ from common import alternate, machine, matmul_peak, print_table, write_json
 from rnnkit.classification import ClassificationTask
 from rnnkit.config import preset
 from rnnkit.data import load_classification
-from rnnkit.train import make_optimizer
+from rnnkit.train import clip_gradients, make_optimizer
 
 MAX_LEN = 250
 
@@ -90,7 +90,7 @@ def main() -> None:
             loss, _, _ = task.train_step(model, index, None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip)
+            clip_gradients(model, cfg.train.clip)
             optimizer.step()
         epoch["n"] += 1
         return len(split.ids)

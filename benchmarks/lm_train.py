@@ -21,7 +21,7 @@ from common import alternate, machine, matmul_peak, print_table, write_json
 from rnnkit.config import preset
 from rnnkit.data import load_corpus
 from rnnkit.language_model import LanguageModelTask
-from rnnkit.train import make_optimizer
+from rnnkit.train import clip_gradients, make_optimizer
 
 
 class TextbookLM(nn.Module):
@@ -117,7 +117,7 @@ def main() -> None:
                                                      pos["state"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), vcfg.train.clip)
+                clip_gradients(model, vcfg.train.clip)
                 optimizer.step()
                 pos["k"], pos["state"] = pos["k"] + 1, state
             return args.windows * args.steps * args.batch

@@ -60,9 +60,10 @@ def test_predict_reads_stdin(tmp_path, tsv_data):
     assert len(proc.stdout.splitlines()) == 2
 
 
-def test_resume_is_exact(tmp_path, tsv_data, capsys):
+@pytest.mark.parametrize("extra", [[], ["--ngram-order", "2", "--ngram-buckets", "4096"]])
+def test_resume_is_exact(tmp_path, tsv_data, capsys, extra):
     common = ["--train", tsv_data["train"], "--valid", tsv_data["dev"], "--text-field",
-              "sentence", *TINY, "--epochs", "2", "--dropout", "0.3"]
+              "sentence", *TINY, "--epochs", "2", "--dropout", "0.3", *extra]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert cli(capsys, "train", "--out", straight, *common)[0] == 0
     assert cli(capsys, "train", "--out", split, *common, "--max-steps", "30")[0] == 0
@@ -75,6 +76,10 @@ def test_resume_is_exact(tmp_path, tsv_data, capsys):
         assert torch.equal(a[name], b[name]), name
     assert load_file(straight / "model.safetensors").keys() == load_file(
         split / "model.safetensors").keys()
+    metrics = json.loads(cli(capsys, "evaluate", split, "--split", "valid", "--json")[1])
+    assert metrics["accuracy"] >= 0.7  # two short epochs: this test is about exactness
+    out = cli(capsys, "predict", split, "superb brilliant film", "dull waste")[1]
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["pos", "neg"]
 
 
 def test_lm_train_evaluate_generate_score(tmp_path, corpus_files, capsys):

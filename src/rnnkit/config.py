@@ -101,6 +101,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.0
+    sparse_lr: float = 0.1  # Adagrad rate for sparse tables (the n-gram branch)
     batch_size: int = 24
     eval_batch_size: int = 256  # classification only; LM evaluation is one exact stream
     num_steps: int = 35  # language models: BPTT window length
@@ -219,7 +220,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "data": dict(dataset="imdb", max_len=250, embeddings="glove-6b-50d", min_freq=2),
         "model": dict(embedding_dim=50, hidden_size=64, pooling="last", dropout=0.25,
                       freeze_embeddings=True),
-        "train": dict(batch_size=24, lr=1e-3, epochs=8, clip=5.0, patience=2),
+        "train": dict(batch_size=24, lr=1e-3, epochs=20, clip=5.0, patience=3, max_minutes=10),
     },
     # Our best sentiment recipe: a bidirectional LSTM over fine-tuned GloVe with max+mean
     # pooling, beside an n-gram bag branch whose features are weighted by naive-Bayes log-count

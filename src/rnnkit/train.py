@@ -220,9 +220,11 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
                     group["lr"] = lr
                 loss, count, state = task.train_step(model, batches[index], state)
                 if not torch.isfinite(loss):
+                    kept = (f"the last good checkpoint is kept in {run.trainer_path}"
+                            if run.trainer_path.exists() else "no checkpoint was written yet")
                     raise NonFiniteLoss(
                         f"non-finite loss at epoch {epoch + 1}, step {progress.step + 1}; "
-                        f"the last good checkpoint is in {run.path} (try a lower --lr or --clip)")
+                        f"{kept} (try a lower --lr or a --clip)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.train.clip:

@@ -21,7 +21,6 @@ and every token after the first is scored.
 
 from __future__ import annotations
 
-import contextlib
 
 import torch
 
@@ -30,6 +29,7 @@ from rnnkit.data import CorpusData
 from rnnkit.metrics import perplexity
 from rnnkit.models.encoder import State
 from rnnkit.models.lm import LanguageModel
+from rnnkit.precision import autocast
 
 EVAL_WINDOW = 256
 
@@ -38,13 +38,6 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """(N,) -> (batch_size, N // batch_size), dropping the tail that does not fit."""
     width = len(ids) // batch_size
     return ids[: width * batch_size].view(batch_size, width)
-
-
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    """bf16: matmuls and the RNN run in bfloat16 on CPU; weights and the loss stay fp32."""
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def detach(state: State) -> State:

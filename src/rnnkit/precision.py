@@ -1,0 +1,28 @@
+"""Numeric precision of training: fp32, or bfloat16 autocast where the CPU supports it."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 natively (AVX-512 BF16 or AMX). Without it oneDNN has no
+    bf16 LSTM kernel at all, and bf16 matmuls are emulated, slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def effective_precision(precision: str) -> str:
+    """The precision training really uses: bf16 falls back to fp32 on CPUs without it."""
+    return "fp32" if precision == "bf16" and not bf16_supported() else precision
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    """bf16: matmuls and the RNN run in bfloat16 on CPU; weights and the loss stay fp32."""
+    if effective_precision(precision) == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

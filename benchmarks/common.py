@@ -23,7 +23,9 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+    return {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(),
+            "bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            "cores": os.cpu_count(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "ld_preload": os.environ.get("LD_PRELOAD", "")}
 

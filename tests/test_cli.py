@@ -185,3 +185,15 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, corpus_files, capsys):
     assert code == 2
     assert "non-finite loss at epoch 1, step" in err and len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "nan").glob("*.tmp"))
+
+
+def test_report_option_picks_the_final_evaluation(tmp_path, corpus_files, capsys):
+    common = ["--preset", "lm", "--train", corpus_files["train"], "--valid", corpus_files["valid"],
+              "--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1"]
+    assert cli(capsys, "train", "--out", tmp_path / "none", *common, "--report", "none")[0] == 0
+    results = json.loads((tmp_path / "none" / "results.json").read_text())
+    assert "valid" not in results and "test" not in results
+    assert cli(capsys, "train", "--out", tmp_path / "valid", *common, "--report", "valid")[0] == 0
+    assert "perplexity" in json.loads((tmp_path / "valid" / "results.json").read_text())["valid"]
+    code, _, err = cli(capsys, "train", "--out", tmp_path / "bad", *common, "--report", "tests")
+    assert code == 2 and "--report" in err and not (tmp_path / "bad").exists()

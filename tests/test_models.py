@@ -124,3 +124,21 @@ def test_bf16_training_step_tracks_fp32():
         assert abs(float(losses["bf16"]) - float(losses["fp32"])) < 0.02 * float(losses["fp32"])
     else:
         assert torch.equal(losses["bf16"], losses["fp32"])
+
+
+def test_ngram_dropout_is_unbiased_and_off_in_eval():
+    from rnnkit.models.classifier import NgramBag
+
+    torch.manual_seed(0)
+    bag = NgramBag(64, 2, dropout=0.5)
+    bag.ratios.uniform_(-1, 1)
+    torch.nn.init.uniform_(bag.weight.weight, -1, 1)
+    features = torch.tensor([1, 5, 9, 13, 2, 7, 40])
+    owner = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    bag.eval()
+    full = bag(features, owner, 2)
+    assert torch.equal(full, bag(features, owner, 2))  # no dropout at evaluation
+    bag.train()
+    samples = torch.stack([bag(features, owner, 2) for _ in range(4000)])
+    assert not torch.equal(samples[0], samples[1])
+    assert torch.allclose(samples.mean(0), full, atol=0.08)  # kept features scaled by 1/(1-p)

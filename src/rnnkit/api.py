@@ -35,9 +35,10 @@ def build_task(cfg: RunConfig, want: tuple[str, ...], run: RunDir | None = None,
 
 
 def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: int = 0,
-              log: Any = print, log_every: int = 0) -> dict:
-    """Train (or resume) the run in `out`, then report validation and test metrics of the
-    best weights. Returns the results that are also written to results.json."""
+              log: Any = print, log_every: int = 0,
+              report: tuple[str, ...] = ("valid", "test")) -> dict:
+    """Train (or resume) the run in `out`, then report the metrics of the best weights on the
+    `report` splits. Returns the results that are also written to results.json."""
     run = RunDir(out)
     if resume:
         saved = run.config()
@@ -64,7 +65,7 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
         f"{len(data.vocab):,}")
     progress = train(run, cfg, task, resume=resume, max_steps=max_steps, log=log,
                      log_every=log_every)
-    results = final_report(run, task, log)
+    results = final_report(run, task, log, report)
     results["train_seconds"] = round(progress["elapsed"], 1)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["finished"] = progress["finished"]
@@ -72,12 +73,12 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     return results
 
 
-def final_report(run: RunDir, task: ClassificationTask | LanguageModelTask, log: Any = print
-                 ) -> dict:
+def final_report(run: RunDir, task: ClassificationTask | LanguageModelTask, log: Any = print,
+                 splits: tuple[str, ...] = ("valid", "test")) -> dict:
     model = task.build_model()
     run.load_weights(model)
     results: dict[str, Any] = {}
-    for split in ("valid", "test"):
+    for split in splits:
         if split in task.data.splits:
             metrics = task.evaluate(model, split)
             results[split] = metrics

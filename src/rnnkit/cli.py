@@ -79,8 +79,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.out
         base = preset(args.preset) if args.preset else preset("lstm-classifier")
         cfg = base.override(**overrides)
+    report = () if args.report == "none" else tuple(args.report.split(","))
+    if any(split not in ("valid", "test") for split in report) or not args.report:
+        raise UsageError(f"--report takes valid, test, valid,test or none; got {args.report!r}")
     results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps,
-                            log_every=args.log_every)
+                            log_every=args.log_every, report=report)
     if args.json:
         print(json.dumps(results))
     else:
@@ -221,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (resumably) after this many optimizer steps")
     p.add_argument("--log-every", type=int, default=0, metavar="N",
                    help="print a progress line every N batches")
+    p.add_argument("--report", default="valid,test", metavar="SPLITS",
+                   help="splits evaluated with the best weights after training: valid,test "
+                        "(default), valid, test or none (then `rnnkit evaluate` later)")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 
 from rnnkit.errors import UsageError
 
@@ -29,6 +30,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if value < 0 or (value == 0 and name != "max_wait_ms"):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
     app = create_app(load_models(args.runs), limits)
+    # Everything loaded so far (libraries, models, vocabularies) lives as long as the process:
+    # move it out of the collector's sight, so that its full collections, which would walk
+    # millions of vocabulary objects while every request waits, stay short.
+    gc.collect()
+    gc.freeze()
     # On Ctrl-C or SIGTERM uvicorn stops accepting, lets open requests finish (up to the
     # grace period), then the app drains its batch queues.
     try:

@@ -36,8 +36,9 @@ class NgramBag(nn.Module):
     large the hashed table is.
     """
 
-    def __init__(self, buckets: int, num_classes: int):
+    def __init__(self, buckets: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
+        self.dropout = dropout  # share of a text's features dropped in training
         self.register_buffer("ratios", torch.zeros(buckets, num_classes))
         self.weight = nn.Embedding(buckets, num_classes, sparse=True)
         nn.init.zeros_(self.weight.weight)
@@ -46,7 +47,15 @@ class NgramBag(nn.Module):
     def forward(self, features: torch.Tensor, owner: torch.Tensor, batch_size: int
                 ) -> torch.Tensor:
         """features (N,) hashed n-gram ids of the whole batch, owner (N,) their text's row."""
-        per_feature = self.ratios[features] * self.weight(features)  # (N, C)
+        scale = 1.0
+        if self.training and self.dropout > 0:
+            # Dropout on the bag (Wang & Manning 2013, "Fast dropout training"): each step
+            # sees a random part of each text's n-grams, so no single n-gram (a film's title,
+            # an actor's name) can carry a training text alone.
+            keep = torch.rand(features.shape, device=features.device) >= self.dropout
+            features, owner = features[keep], owner[keep]
+            scale = 1.0 / (1.0 - self.dropout)
+        per_feature = self.ratios[features] * self.weight(features) * scale  # (N, C)
         logits = torch.zeros(batch_size, self.bias.shape[0], device=features.device,
                              dtype=per_feature.dtype)
         return logits.index_add_(0, owner, per_feature) + self.bias
@@ -65,7 +74,8 @@ class Classifier(nn.Module):
             self.attention = nn.Linear(width, 1)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(width * (2 if cfg.pooling == "meanmax" else 1), num_classes)
-        self.ngrams = NgramBag(ngram_buckets, num_classes) if ngram_buckets else None
+        self.ngrams = (NgramBag(ngram_buckets, num_classes, cfg.ngram_dropout)
+                       if ngram_buckets else None)
 
     def pool(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, seq_len, width = outputs.shape

@@ -248,13 +248,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "ptb-small": _zaremba("ptb-small"),
     # ptb-small's model (2x200 LSTM, batch 20 x 20 steps) made fast: an adaptive softmax in
-    # place of the full one (still an exact, normalized distribution), bf16 matmuls, a little
-    # dropout so that the shorter schedule does not overfit.
+    # place of the full one (still an exact, normalized distribution), bf16 matmuls where the
+    # CPU has them, a little dropout, 8 epochs (validation perplexity passes 116 in the 7th).
     "ptb-small-fast": {
         **_zaremba("ptb-small"),
         "model": dict(task="lm", embedding_dim=200, hidden_size=200, num_layers=2, dropout=0.2,
                       init_range=0.1, softmax="adaptive", cutoffs="2000,6000"),
-        "train": dict(optimizer="sgd", lr=1.0, batch_size=20, num_steps=20, epochs=10,
+        "train": dict(optimizer="sgd", lr=1.0, batch_size=20, num_steps=20, epochs=8,
                       clip=5.0, loss_scale="sum_steps", schedule="step", lr_decay=0.5,
                       decay_start=5, precision="bf16", max_minutes=20),
     },

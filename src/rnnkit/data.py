@@ -42,7 +42,7 @@ def split_source(cfg: DataConfig, split: str) -> Path | None:
     return None
 
 
-def truncate(ids: list[int], max_len: int, how: str) -> list[int]:
+def truncate(ids: list, max_len: int, how: str) -> list:
     if not max_len or len(ids) <= max_len:
         return ids
     if how == "head":
@@ -192,8 +192,9 @@ def encode_texts(texts: list[str], cfg: DataConfig, vocab: Vocab) -> list[np.nda
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase)
     out = []
     for text in texts:
-        ids = vocab.encode(tokenizer(text)) or [vocab.unk_id]
-        out.append(np.asarray(truncate(ids, cfg.max_len, cfg.truncate), dtype=np.int64))
+        # Cut first, encode only what is kept (the cut is by position, the same either way).
+        ids = vocab.encode(truncate(tokenizer(text), cfg.max_len, cfg.truncate)) or [vocab.unk_id]
+        out.append(np.asarray(ids, dtype=np.int64))
     return out
 
 

@@ -142,3 +142,18 @@ def test_ngram_dropout_is_unbiased_and_off_in_eval():
     samples = torch.stack([bag(features, owner, 2) for _ in range(4000)])
     assert not torch.equal(samples[0], samples[1])
     assert torch.allclose(samples.mean(0), full, atol=0.08)  # kept features scaled by 1/(1-p)
+
+
+def test_dropout_keeps_the_expectation_and_is_off_in_eval():
+    from rnnkit.models.encoder import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.25)
+    x = torch.ones(200, 500)
+    y = drop(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.75) < 0.01
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+    assert abs(y.mean().item() - 1.0) < 0.02
+    drop.eval()
+    assert drop(x) is x

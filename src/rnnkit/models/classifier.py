@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnkit.config import ModelConfig
-from rnnkit.models.encoder import Encoder
+from rnnkit.models.encoder import Dropout, Encoder
 
 
 def sequence_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -72,7 +72,7 @@ class Classifier(nn.Module):
         width = self.encoder.output_size
         if cfg.pooling == "attention":
             self.attention = nn.Linear(width, 1)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.head = nn.Linear(width * (2 if cfg.pooling == "meanmax" else 1), num_classes)
         self.ngrams = (NgramBag(ngram_buckets, num_classes, cfg.ngram_dropout)
                        if ngram_buckets else None)

@@ -24,6 +24,24 @@ RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 State = tuple[torch.Tensor, ...]  # LSTM: (h, c); GRU/Elman: (h,); each (layers, B, H)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, as nn.Dropout, with the mask drawn by `rand_like(x) >= p`: on CPU that
+    is about twice as fast as the Bernoulli sampler behind nn.Dropout (3.4 -> 1.5 ms for a
+    24 x 177 x 50 batch of embeddings, a tenth of the imdb-seed training step)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def reverse_index(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
     """(B, T) positions that reverse each row's first `length` entries and keep the rest."""
     steps = torch.arange(seq_len, device=lengths.device).unsqueeze(0)  # (1, T)
@@ -41,7 +59,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim,
                                       padding_idx=pad_id if pad_id >= 0 else None)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         rnn = RNN_CLASSES[cfg.cell]
         between = cfg.dropout if cfg.num_layers > 1 else 0.0
         if cfg.bidirectional:

@@ -20,7 +20,7 @@ from torch import nn
 
 from rnnkit.config import ModelConfig
 from rnnkit.errors import UsageError
-from rnnkit.models.encoder import Encoder, State
+from rnnkit.models.encoder import Dropout, Encoder, State
 
 
 class LanguageModel(nn.Module):
@@ -28,7 +28,7 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(vocab_size, cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
         if cfg.softmax == "adaptive":
             cutoffs = [int(c) for c in cfg.cutoffs.split(",") if 0 < int(c) < vocab_size - 1]

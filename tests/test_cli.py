@@ -197,3 +197,19 @@ def test_report_option_picks_the_final_evaluation(tmp_path, corpus_files, capsys
     assert "perplexity" in json.loads((tmp_path / "valid" / "results.json").read_text())["valid"]
     code, _, err = cli(capsys, "train", "--out", tmp_path / "bad", *common, "--report", "tests")
     assert code == 2 and "--report" in err and not (tmp_path / "bad").exists()
+
+
+def test_empty_corpus_files_exit_2(tmp_path, corpus_files, capsys):
+    empty, blank = tmp_path / "empty.txt", tmp_path / "blank.txt"
+    empty.write_text("")
+    blank.write_text("\n  \n\n")
+    for path in (empty, blank):
+        code, _, err = cli(capsys, "train", "--preset", "lm", "--train", path,
+                           "--out", tmp_path / "lm")
+        assert code == 2 and f"{path}: the corpus is empty" in err
+        assert not (tmp_path / "lm").exists()
+    lm = tmp_path / "good"
+    assert cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"], "--out", lm,
+               "--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1")[0] == 0
+    code, _, err = cli(capsys, "score", lm, empty)
+    assert code == 2 and "needs at least two tokens" in err

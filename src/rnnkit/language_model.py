@@ -21,7 +21,6 @@ and every token after the first is scored.
 
 from __future__ import annotations
 
-
 import torch
 
 from rnnkit.config import RunConfig

@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = preset(args.preset) if args.preset else preset("lstm-classifier")
         cfg = base.override(**overrides)
     report = () if args.report == "none" else tuple(args.report.split(","))
-    if any(split not in ("valid", "test") for split in report) or not args.report:
+    if any(split not in ("valid", "test") for split in report):
         raise UsageError(f"--report takes valid, test, valid,test or none; got {args.report!r}")
     results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps,
                             log_every=args.log_every, report=report)

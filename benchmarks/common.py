@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from rnnkit.precision import bf16_supported
+
 
 def machine() -> dict:
     cpu = "unknown"
@@ -24,7 +26,7 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(),
-            "bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            "bf16": bf16_supported(),
             "cores": os.cpu_count(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "ld_preload": os.environ.get("LD_PRELOAD", "")}

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
 
+@functools.cache
 def bf16_supported() -> bool:
     """Whether this CPU runs bfloat16 natively (AVX-512 BF16 or AMX). Without it oneDNN has no
-    bf16 LSTM kernel at all, and bf16 matmuls are emulated, slower than fp32."""
+    bf16 LSTM kernel at all, and bf16 matmuls are emulated, slower than fp32. Asked once:
+    autocast() runs at every training step."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-def effective_precision(precision: str) -> str:
-    """The precision training really uses: bf16 falls back to fp32 on CPUs without it."""
-    return "fp32" if precision == "bf16" and not bf16_supported() else precision
-
-
 def autocast(precision: str) -> contextlib.AbstractContextManager:
-    """bf16: matmuls and the RNN run in bfloat16 on CPU; weights and the loss stay fp32."""
-    if effective_precision(precision) == "bf16":
+    """bf16: matmuls and the RNN run in bfloat16 on CPU; weights and the loss stay fp32. On a
+    CPU without native bf16 it falls back to fp32 (train() says so once)."""
+    if precision == "bf16" and bf16_supported():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

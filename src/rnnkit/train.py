@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from rnnkit.config import RunConfig
 from rnnkit.errors import UsageError
-from rnnkit.precision import effective_precision
 from rnnkit.plots import plot_curve
+from rnnkit.precision import bf16_supported
 from rnnkit.rundir import RunDir
 
 
@@ -169,7 +169,7 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    if cfg.train.precision == "bf16" and effective_precision("bf16") != "bf16":
+    if cfg.train.precision == "bf16" and not bf16_supported():
         log("note: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); --precision bf16 "
             "falls back to fp32")
     model = task.build_model()

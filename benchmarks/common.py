@@ -32,9 +32,9 @@ def machine() -> dict:
             "ld_preload": os.environ.get("LD_PRELOAD", "")}
 
 
-def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
-    """Achieved float32 GFLOP/s of a square matmul: the ceiling to compare against."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
+    """Achieved float32 GFLOP/s of an (m x k) @ (k x n) matmul, median of `repeats`."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
     for _ in range(3):
         a @ b
     times = []
@@ -42,7 +42,12 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
         start = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+    return 2 * m * k * n / statistics.median(times) / 1e9
+
+
+def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
+    """Achieved float32 GFLOP/s of a square matmul: the ceiling to compare against."""
+    return matmul_rate(size, size, size, repeats)
 
 
 def peak_rss_mib() -> float:

@@ -127,3 +127,28 @@ def test_classifier_onnx_matches_pytorch_on_real_reviews(mirror, root):
     batch = collate(ids, predictor.vocab.pad_id)  # and all together, padded
     got = onnx_model.run(None, {"ids": batch.ids.numpy(), "lengths": batch.lengths.numpy()})[0]
     assert np.abs(got - predictor.probabilities(picked)).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("how", ["head", "tail", "head+tail"])
+def test_predictor_encodes_raw_text_as_training_did(tmp_path, how):
+    """Prediction from raw text (cut while tokenizing, n-grams from the whole text) gives the
+    probabilities of the evaluation path, which reads the training-time encoding."""
+    from rnnkit.classification import ClassificationTask
+    from rnnkit.data import load_classification
+    from rnnkit.models.classifier import Classifier as Model
+    from rnnkit.readers import read_labeled
+    from rnnkit.rundir import RunDir
+
+    run = train_classifier(tmp_path, "cut", epochs=1, max_len=7, truncate=how, ngram_order=2,
+                           ngram_buckets=1024)
+    predictor = Predictor.load(run)
+    cfg = RunDir(run).config()
+    data = load_classification(cfg.data, cfg.train.seed, ("valid",), vocab=predictor.vocab,
+                               classes=RunDir(run).labels()["classes"])
+    task = ClassificationTask(cfg, data)
+    texts = read_labeled(tmp_path / "dev.tsv", cfg.data.text_field).texts
+    assert max(len(a) for a in data.splits["valid"].full_ids) > 7  # the cut matters
+    with torch.inference_mode():
+        batch = task._batch("valid", np.arange(len(texts)))
+        expected = Model.log_probs(predictor.model(batch.ids, batch.lengths, batch.ngrams)).exp()
+    assert np.abs(predictor.probabilities(texts, batch_size=7) - expected.numpy()).max() < 1e-5

@@ -1,10 +1,12 @@
 import gzip
+import random
+import re
 
 import pytest
 
 from rnnkit.errors import DataError
 from rnnkit.readers import read_labeled, read_lines, read_texts
-from rnnkit.tokenize import get_tokenizer
+from rnnkit.tokenize import cut, get_tokenizer
 from rnnkit.vocab import PAD, UNK, Vocab
 from conftest import write_jsonl
 
@@ -15,6 +17,50 @@ def test_tokenizers():
     assert get_tokenizer("tutorial")(text) == ["i", "didnt", "like", "it", "too", "long"]
     assert get_tokenizer("whitespace", lowercase=False)("a  B\tc") == ["a", "B", "c"]
     assert get_tokenizer("char", lowercase=False)("ab") == ["a", "b"]
+
+
+# The basic tokenizer as first written: one regex over the whole text. The chunked tokenizer
+# and its early-stopping cut must give exactly its tokens.
+_REFERENCE_WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+_REFERENCE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_ALPHABET = ["a", "B", "z", "7", "_", "'", "'", ".", ",", "!", "-", "(", "<br />", "<BR/>", " ",
+             " ", "  ", "\t", "\n", "\xa0", "\u2003", "\u3000", "é", "İ", "ß", "²", "½", "\u0301",
+             "字", "ـ", "\u200b", "don't", "o''k", "'tis", "rock'n'roll", "x'", "'"]
+
+
+def _reference_basic(text: str) -> list[str]:
+    return _REFERENCE_WORD.findall(_REFERENCE_BREAK.sub(" ", text.lower()))
+
+
+def test_basic_tokenizer_and_its_cuts_match_the_single_regex():
+    rng = random.Random(0)
+    for trial in range(3000):
+        text = "".join(rng.choice(_ALPHABET) for _ in range(rng.randrange(0, 60)))
+        full = _reference_basic(text)
+        assert get_tokenizer("basic")(text) == full, text
+        max_len = rng.choice([1, 2, 3, 5, 8, 13, 40])
+        for how in ("head", "tail", "head+tail"):
+            kept = get_tokenizer("basic", True, max_len, how)(text)
+            assert kept == cut(full, max_len, how), (text, max_len, how)
+            assert len(kept) == min(len(full), max_len)
+
+
+def test_cut_keeps_the_named_ends():
+    tokens = list("abcdefghij")
+    assert cut(tokens, 4, "head") == list("abcd")
+    assert cut(tokens, 4, "tail") == list("ghij")
+    assert cut(tokens, 6, "head+tail") == list("ab") + list("ghij")
+    assert cut(tokens, 0, "tail") == tokens and cut(tokens, 10, "head") == tokens
+    for name in ("tutorial", "whitespace", "char"):
+        text = "One two, THREE four<br />five six"
+        assert get_tokenizer(name, True, 3, "tail")(text) == get_tokenizer(name)(text)[-3:]
+
+
+def test_vocab_encode_array_matches_encode():
+    vocab = Vocab([PAD, UNK, "a", "b"], [PAD, UNK])
+    tokens = ["b", "zz", "a", "", "b"]
+    assert vocab.encode_array(tokens).tolist() == vocab.encode(tokens) == [3, 1, 2, 1, 3]
+    assert vocab.encode_array([]).dtype.name == "int64" and len(vocab.encode_array([])) == 0
 
 
 def test_vocab_specials_first_and_limits(tmp_path):

@@ -21,7 +21,7 @@ from rnnkit.config import DataConfig
 from rnnkit.errors import DataError, UsageError
 from rnnkit.io import atomic_write_text
 from rnnkit.readers import LabeledTexts, read_labeled, read_lines
-from rnnkit.tokenize import get_tokenizer
+from rnnkit.tokenize import cut, get_tokenizer
 from rnnkit.vocab import EOS, PAD, UNK, Vocab
 
 CLASSIFY_SPECIALS = (PAD, UNK)
@@ -43,14 +43,7 @@ def split_source(cfg: DataConfig, split: str) -> Path | None:
 
 
 def truncate(ids: list, max_len: int, how: str) -> list:
-    if not max_len or len(ids) <= max_len:
-        return ids
-    if how == "head":
-        return ids[:max_len]
-    if how == "tail":
-        return ids[-max_len:]
-    head = max_len // 3  # head+tail: the opening third and the closing two thirds
-    return ids[:head] + ids[len(ids) - (max_len - head):]
+    return cut(ids, max_len, how)
 
 
 # --- classification -------------------------------------------------------------------------
@@ -176,7 +169,7 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
             where = split_source(cfg, split) if split != "valid" else train_path
             raise DataError(f"{where}: label {unknown[0]!r} ({split} split) was not seen in "
                             f"training; known labels: {', '.join(classes)}")
-        full = [np.asarray(vocab.encode(t), dtype=np.int64) for t in texts.tokens]
+        full = [vocab.encode_array(t) for t in texts.tokens]
         ids = [np.asarray(truncate(list(a), cfg.max_len, cfg.truncate), dtype=np.int64)
                if cfg.max_len and len(a) > cfg.max_len else a for a in full]
         for a in ids:
@@ -188,13 +181,14 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
 
 
 def encode_texts(texts: list[str], cfg: DataConfig, vocab: Vocab) -> list[np.ndarray]:
-    """Numericalize raw texts for prediction exactly as training texts were."""
-    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase)
+    """Numericalize raw texts for prediction exactly as training texts were: the same tokens,
+    the same cut (applied before encoding, and while tokenizing where the tokenizer allows)."""
+    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, cfg.max_len, cfg.truncate)
+    encode, unk = vocab.encode_array, vocab.unk_id
     out = []
     for text in texts:
-        # Cut first, encode only what is kept (the cut is by position, the same either way).
-        ids = vocab.encode(truncate(tokenizer(text), cfg.max_len, cfg.truncate)) or [vocab.unk_id]
-        out.append(np.asarray(ids, dtype=np.int64))
+        ids = encode(tokenizer(text))
+        out.append(ids if len(ids) else np.array([unk], dtype=np.int64))
     return out
 
 

@@ -11,7 +11,7 @@ import torch
 
 from rnnkit.classification import collate
 from rnnkit.config import DataConfig, RunConfig
-from rnnkit.data import encode_texts
+from rnnkit.data import encode_texts, truncate
 from rnnkit.errors import UsageError
 from rnnkit.models.classifier import Classifier
 from rnnkit.ngrams import NgramFeatures
@@ -55,15 +55,21 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         """(N, C) class probabilities; texts are batched by length for speed."""
-        ids = encode_texts(texts, self.cfg.data, self.vocab)
+        grams = None
+        if self.ngrams is not None:  # the n-gram branch reads the whole text: tokenize once
+            full = encode_texts(texts, self._untruncated(), self.vocab)
+            grams = [self.ngrams.features(a) for a in full]
+            data = self.cfg.data
+            ids = [np.asarray(truncate(a.tolist(), data.max_len, data.truncate), dtype=np.int64)
+                   if data.max_len and len(a) > data.max_len else a for a in full]
+        else:
+            ids = encode_texts(texts, self.cfg.data, self.vocab)
         out = np.zeros((len(ids), len(self.names)), dtype=np.float32)
         order = np.argsort([len(a) for a in ids], kind="stable")
         for start in range(0, len(order), batch_size):
             index = order[start: start + batch_size]
-            grams = [self.ngrams.features(ids_full) for ids_full in
-                     encode_texts([texts[i] for i in index], self._untruncated(), self.vocab)
-                     ] if self.ngrams else None
-            batch = collate([ids[i] for i in index], self.vocab.pad_id, ngrams=grams)
+            batch = collate([ids[i] for i in index], self.vocab.pad_id,
+                            ngrams=[grams[i] for i in index] if grams is not None else None)
             log_probs = Classifier.log_probs(self.model(batch.ids, batch.lengths, batch.ngrams))
             out[index] = log_probs.exp().numpy()
         return out

@@ -6,6 +6,11 @@
   digits and spaces, split on spaces.
 - `whitespace`: split on whitespace only (pre-tokenized corpora such as PTB).
 - `char`: one token per character.
+
+`get_tokenizer(..., max_len, truncate)` returns only the tokens a cut keeps. For `basic` it reads
+the text from the kept end(s) and stops once it has enough tokens, which gives the same tokens
+as tokenizing everything and cutting (a tokenizer whose tokens never span whitespace can be run
+chunk by chunk), for a fraction of the work on long texts.
 """
 
 from __future__ import annotations
@@ -13,13 +18,85 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+Tokenizer = Callable[[str], list[str]]
+
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# A word: letters/digits/underscore, with inner apostrophes; or one other visible character.
 _WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 _NOT_ALNUM = re.compile(r"[^a-z0-9 ]+")
 
 
+def cut(tokens: list, max_len: int, how: str) -> list:
+    """The tokens (or ids) kept when a text is cut to `max_len`: its first ones (`head`), its
+    last ones (`tail`) or the opening third and closing two thirds (`head+tail`)."""
+    if not max_len or len(tokens) <= max_len:
+        return tokens
+    if how == "head":
+        return tokens[:max_len]
+    if how == "tail":
+        return tokens[-max_len:]
+    head = max_len // 3
+    return tokens[:head] + tokens[len(tokens) - (max_len - head):]
+
+
 def _basic(text: str) -> list[str]:
-    return _WORD.findall(_BREAK.sub(" ", text))
+    # Chunk by chunk: str.split and the regex's \s agree on whitespace, and str.isalnum is
+    # exactly \w without "_", so an alphanumeric chunk (most of them) is one token, no regex.
+    tokens: list[str] = []
+    append, extend, findall = tokens.append, tokens.extend, _WORD.findall
+    for chunk in _BREAK.sub(" ", text).split():
+        if chunk.isalnum():
+            append(chunk)
+        else:
+            extend(findall(chunk))
+    return tokens
+
+
+def _basic_front(chunks: list[str], n: int) -> list[str]:
+    """The first n tokens of the chunks (all of them if there are fewer)."""
+    tokens: list[str] = []
+    append, extend, findall = tokens.append, tokens.extend, _WORD.findall
+    for chunk in chunks:
+        if chunk.isalnum():
+            append(chunk)
+            if len(tokens) >= n:
+                break
+        else:
+            extend(findall(chunk))
+            if len(tokens) >= n:
+                break
+    return tokens[:n]
+
+
+def _basic_back(chunks: list[str], n: int) -> list[str]:
+    """The last n tokens of the chunks (all of them if there are fewer), in reading order."""
+    backwards: list[str] = []
+    append, extend, findall = backwards.append, backwards.extend, _WORD.findall
+    for chunk in reversed(chunks):
+        if chunk.isalnum():
+            append(chunk)
+            if len(backwards) >= n:
+                break
+        else:
+            extend(findall(chunk)[::-1])
+            if len(backwards) >= n:
+                break
+    del backwards[n:]
+    backwards.reverse()
+    return backwards
+
+
+def _basic_kept(text: str, max_len: int, how: str) -> list[str]:
+    chunks = _BREAK.sub(" ", text).split()
+    if how == "head":
+        return _basic_front(chunks, max_len)
+    if how == "tail":
+        return _basic_back(chunks, max_len)
+    front = _basic_front(chunks, max_len + 1)
+    if len(front) <= max_len:
+        return front  # the whole text fits
+    head = max_len // 3
+    return front[:head] + _basic_back(chunks, max_len - head)
 
 
 def _tutorial(text: str) -> list[str]:
@@ -34,7 +111,7 @@ def _char(text: str) -> list[str]:
     return list(text)
 
 
-_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
+_TOKENIZERS: dict[str, Tokenizer] = {
     "basic": _basic,
     "tutorial": _tutorial,
     "whitespace": _whitespace,
@@ -42,8 +119,17 @@ _TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
 }
 
 
-def get_tokenizer(name: str, lowercase: bool = True) -> Callable[[str], list[str]]:
+def get_tokenizer(name: str, lowercase: bool = True, max_len: int = 0,
+                  truncate: str = "head") -> Tokenizer:
+    """text -> tokens; with `max_len`, only the tokens that `cut(tokens, max_len, truncate)`
+    keeps."""
+    lower = lowercase and name != "tutorial"  # the tutorial cleaner lowercases itself
+    if max_len and name == "basic":
+        if lower:
+            return lambda text: _basic_kept(text.lower(), max_len, truncate)
+        return lambda text: _basic_kept(text, max_len, truncate)
     split = _TOKENIZERS[name]
-    if not lowercase or name == "tutorial":
-        return split
-    return lambda text: split(text.lower())
+    full = (lambda text: split(text.lower())) if lower else split
+    if not max_len:
+        return full
+    return lambda text: cut(full(text), max_len, truncate)

@@ -1,6 +1,7 @@
 """Language-model generation speed at batch 1: rnnkit's `LanguageModelRunner.generate` against
-the textbook loop (pytorch/examples generate.py: torch.no_grad, one token at a time, softmax
-of logits / temperature, torch.multinomial), alternating rounds, medians.
+the textbook loop (pytorch/examples generate.py: torch.no_grad, one token at a time through
+nn.Embedding + nn.LSTM + the output layer, softmax of the scores, torch.multinomial), with the
+run's weights copied into the textbook modules, alternating rounds, medians.
 
     python benchmarks/generate.py runs/ptb-small [--tokens 200]
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch import nn
 
 from common import alternate, machine, print_table, write_json
 from rnnkit.generate import LanguageModelRunner
@@ -26,13 +28,27 @@ def main() -> None:
     prompt = "the company said"
     start_ids = torch.tensor([lm.encode_prompt(prompt)])
 
+    model = lm.model
+    if model.cfg.bidirectional:
+        raise SystemExit("a language model run is unidirectional")
+    embedding = nn.Embedding.from_pretrained(model.encoder.embedding.weight.detach().clone())
+    rnn = type(model.encoder.rnn)(model.cfg.embedding_dim, model.cfg.hidden_size,
+                                  num_layers=model.cfg.num_layers, batch_first=True).eval()
+    rnn.load_state_dict(model.encoder.rnn.state_dict())
+
+    def textbook_step(ids, state):
+        out, state = rnn(embedding(ids), state)
+        flat = out[:, -1]
+        scores = model.adaptive.log_prob(flat) if model.adaptive is not None else model.decoder(flat)
+        return scores[0], state
+
     def reference() -> int:
         with torch.no_grad():
-            logits, state = lm.model(start_ids, None)
+            scores, state = textbook_step(start_ids, None)
             for _ in range(args.tokens):
-                weights = torch.softmax(logits[0, -1] / 1.0, -1)
+                weights = torch.softmax(scores / 1.0, -1)
                 token = torch.multinomial(weights, 1).view(1, 1)
-                logits, state = lm.model(token, state)
+                scores, state = textbook_step(token, state)
         return args.tokens
 
     def rnnkit() -> int:

@@ -61,6 +61,33 @@ def test_lm_state_carry_equals_one_long_window(cell):
     assert model.decoder.weight is model.encoder.embedding.weight
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_one_token_steps_equal_the_fused_kernel(cell):
+    """Evaluation with one token per call (generation) takes a plain-matmul path; token by
+    token, from no state and from a carried one, it must give the fused kernel's outputs."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(task="lm", cell=cell, hidden_size=16, embedding_dim=10, num_layers=2,
+                      dropout=0.3, softmax="adaptive", cutoffs="8,16")
+    model = LanguageModel(30, cfg).eval()
+    ids = torch.randint(0, 30, (3, 9))
+    with torch.no_grad():
+        whole, final = model(ids, None)
+        _, prompt_state = model(ids[:, :4], None)
+        steps, state = [], None
+        for t in range(ids.shape[1]):
+            out, state = model(ids[:, t: t + 1], state)
+            steps.append(out)
+        torch.testing.assert_close(torch.cat(steps, 1), whole, atol=1e-5, rtol=1e-5)
+        for got, want in zip(state, final):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        state = prompt_state
+        for t in range(4, ids.shape[1]):
+            out, state = model(ids[:, t: t + 1], state)
+        torch.testing.assert_close(out[:, 0], whole[:, -1], atol=1e-5, rtol=1e-5)
+    model.train()  # training keeps the fused kernel (and its dropout)
+    assert not torch.equal(model(ids[:, :1], None)[0], model(ids[:, :1], None)[0])
+
+
 def test_batchify_layout():
     streams = batchify(torch.arange(26), 4)
     assert streams.shape == (4, 6)

@@ -152,3 +152,29 @@ def test_predictor_encodes_raw_text_as_training_did(tmp_path, how):
         batch = task._batch("valid", np.arange(len(texts)))
         expected = Model.log_probs(predictor.model(batch.ids, batch.lengths, batch.ngrams)).exp()
     assert np.abs(predictor.probabilities(texts, batch_size=7) - expected.numpy()).max() < 1e-5
+
+
+def test_pipelined_prediction_matches_serial_and_restores_settings(tmp_path, monkeypatch):
+    import sys
+
+    run = train_classifier(tmp_path, "pipe", epochs=1, max_len=9, truncate="tail",
+                           ngram_order=2, ngram_buckets=1024)
+    predictor = Predictor.load(run)
+    texts = [line.split("\t")[0] for line in
+             (tmp_path / "train.tsv").read_text().splitlines()[1:]] * 3
+    serial = predictor.probabilities(texts)  # fewer texts than the pipeline's minimum
+    monkeypatch.setattr(Predictor, "PIPELINE_MIN_TEXTS", 100)
+    monkeypatch.setattr(Predictor, "PIPELINE_CHUNK", 250)  # several chunks, a ragged last one
+    threads, interval = torch.get_num_threads(), sys.getswitchinterval()
+    torch.set_num_threads(2)
+    try:
+        calls = []
+        original = Predictor._pipelined
+        monkeypatch.setattr(Predictor, "_pipelined",
+                            lambda self, t: calls.append(len(t)) or original(self, t))
+        piped = predictor.probabilities(texts)
+        assert calls == [len(texts)]
+        assert np.abs(piped - serial).max() < 1e-5
+        assert torch.get_num_threads() == 2 and sys.getswitchinterval() == interval
+    finally:
+        torch.set_num_threads(threads)

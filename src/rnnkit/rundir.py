@@ -30,6 +30,46 @@ from rnnkit.io import atomic_write, atomic_write_text
 from rnnkit.vocab import Vocab
 
 
+# Large tables that are mostly zero rows (a hashed n-gram table: a 16M-row table of which
+# IMDB fills a quarter) are stored as their non-zero rows and those rows' indices; the file's
+# metadata names them with their shapes. Other weights are stored as they are.
+SPARSE_KEY = "rnnkit.sparse_rows"
+SPARSE_MIN_ELEMENTS = 1 << 20
+
+
+def _compact_state(model: nn.Module) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
+    """(tensors, metadata) with the mostly-zero tables compacted; (None, {}) when there is
+    nothing to compact or tensors share memory (tied weights: left to safetensors)."""
+    state = model.state_dict()
+    storages = [t.untyped_storage().data_ptr() for t in state.values()]
+    if len(set(storages)) != len(storages):
+        return None, {}
+    tensors: dict[str, torch.Tensor] = {}
+    shapes: dict[str, list[int]] = {}
+    for name, t in state.items():
+        if t.dim() == 2 and t.numel() >= SPARSE_MIN_ELEMENTS:
+            rows = t.ne(0).any(1).nonzero().squeeze(1)
+            if 2 * len(rows) < t.shape[0]:
+                tensors[f"{name}:rows"] = rows.to(torch.int32) if t.shape[0] < 2 ** 31 else rows
+                tensors[f"{name}:values"] = t[rows].contiguous()
+                shapes[name] = list(t.shape)
+                continue
+        tensors[name] = t.contiguous()
+    if not shapes:
+        return None, {}
+    return tensors, {SPARSE_KEY: json.dumps(shapes)}
+
+
+def _expand_state(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]]
+                  ) -> dict[str, torch.Tensor]:
+    state = {k: v for k, v in tensors.items() if not k.endswith((":rows", ":values"))}
+    for name, shape in shapes.items():
+        values = tensors[f"{name}:values"]
+        state[name] = values.new_zeros(shape).index_copy_(
+            0, tensors[f"{name}:rows"].long(), values)
+    return state
+
+
 class RunDir:
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -55,8 +95,13 @@ class RunDir:
         atomic_write_text(self.config_path, json.dumps(record, indent=1))
 
     def save_weights(self, model: nn.Module) -> None:
-        atomic_write(self.weights_path,
-                     lambda tmp: safetensors.torch.save_model(model, str(tmp)))
+        tensors, metadata = _compact_state(model)
+        if tensors is None:
+            atomic_write(self.weights_path,
+                         lambda tmp: safetensors.torch.save_model(model, str(tmp)))
+        else:
+            atomic_write(self.weights_path, lambda tmp: safetensors.torch.save_file(
+                tensors, str(tmp), metadata=metadata))
 
     def save_trainer(self, state: dict[str, Any]) -> None:
         atomic_write(self.trainer_path, lambda tmp: torch.save(state, tmp))
@@ -107,7 +152,14 @@ class RunDir:
             raise UsageError(f"{self.path}: no trained weights yet ({path.name}); finish or "
                              f"resume training with `rnnkit train --resume {self.path}`")
         try:
-            missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+            with safetensors.safe_open(str(path), "pt") as f:
+                sparse = json.loads((f.metadata() or {}).get(SPARSE_KEY, "{}"))
+            if sparse:
+                state = _expand_state(safetensors.torch.load_file(str(path)), sparse)
+                missing, unexpected = model.load_state_dict(state, strict=False)
+            else:
+                missing, unexpected = safetensors.torch.load_model(model, str(path),
+                                                                   strict=False)
         except Exception as exc:  # safetensors raises several types for damaged files
             raise UsageError(f"{path}: corrupted or foreign weights ({exc})") from None
         if missing or unexpected:

@@ -1,0 +1,61 @@
+import pytest
+import safetensors
+import safetensors.torch
+import torch
+
+from rnnkit.config import ModelConfig
+from rnnkit.errors import UsageError
+from rnnkit.models import Classifier, LanguageModel
+from rnnkit.rundir import SPARSE_KEY, RunDir
+
+
+def _ngram_classifier(buckets: int) -> Classifier:
+    cfg = ModelConfig(embedding_dim=8, hidden_size=8, pooling="mean")
+    return Classifier(50, 2, cfg, 0, ngram_buckets=buckets)
+
+
+def test_mostly_zero_tables_are_stored_compactly_and_restored_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = _ngram_classifier(1 << 20)
+    rows = torch.randint(0, 1 << 20, (5000,))
+    with torch.no_grad():
+        model.ngrams.ratios[rows] = torch.randn(5000, 2)
+        model.ngrams.weight.weight[rows[:4000]] = torch.randn(4000, 2)
+    run = RunDir(tmp_path / "run")
+    run.save_weights(model)
+    size = run.weights_path.stat().st_size
+    assert size < 1_000_000  # dense, the two tables alone would take 16 MiB
+    with safetensors.safe_open(str(run.weights_path), "pt") as f:
+        assert SPARSE_KEY in f.metadata()
+    restored = _ngram_classifier(1 << 20)
+    run.load_weights(restored)
+    for (name, a), (_, b) in zip(model.state_dict().items(), restored.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_dense_and_tied_weights_keep_the_plain_format(tmp_path):
+    model = LanguageModel(40, ModelConfig(task="lm", embedding_dim=8, hidden_size=8,
+                                          tie_weights=True))
+    run = RunDir(tmp_path / "lm")
+    run.save_weights(model)
+    with safetensors.safe_open(str(run.weights_path), "pt") as f:
+        assert SPARSE_KEY not in (f.metadata() or {})
+    restored = LanguageModel(40, model.cfg)
+    run.load_weights(restored)
+    assert torch.equal(restored.decoder.weight, model.decoder.weight)
+    assert restored.decoder.weight is restored.encoder.embedding.weight
+
+
+def test_damaged_compact_file_is_a_one_line_error(tmp_path):
+    model = _ngram_classifier(1 << 20)
+    with torch.no_grad():
+        model.ngrams.ratios[:10] = 1.0
+    run = RunDir(tmp_path / "run")
+    run.save_weights(model)
+    tensors = safetensors.torch.load_file(str(run.weights_path))
+    del tensors["ngrams.ratios:values"]
+    with safetensors.safe_open(str(run.weights_path), "pt") as f:
+        metadata = f.metadata()
+    safetensors.torch.save_file(tensors, str(run.weights_path), metadata=metadata)
+    with pytest.raises(UsageError, match="model.safetensors: corrupted or foreign weights"):
+        run.load_weights(_ngram_classifier(1 << 20))

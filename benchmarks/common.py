@@ -25,30 +25,47 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(),
-            "bf16": bf16_supported(),
-            "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "ld_preload": os.environ.get("LD_PRELOAD", "")}
+    out = {"cpu": cpu, "isa": torch.backends.cpu.get_cpu_capability(),
+           "bf16": bf16_supported(),
+           "cores": os.cpu_count(), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "python": platform.python_version(),
+           "ld_preload": os.environ.get("LD_PRELOAD", "")}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+        out["cudnn"] = torch.backends.cudnn.version()
+    return out
 
 
-def matmul_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock timings include it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(m: int, k: int, n: int, repeats: int = 20,
+                device: torch.device = torch.device("cpu")) -> float:
     """Float32 GFLOP/s of an (m x k) @ (k x n) matmul: the best of `repeats` timings, since it
     serves as a ceiling (on a shared machine the median drifts with the neighbours' load)."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
     for _ in range(3):
         a @ b
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * m * k * n / min(times) / 1e9
 
 
-def matmul_peak(size: int = 1024, repeats: int = 50) -> float:
-    """Achieved float32 GFLOP/s of a square matmul: the ceiling to compare against."""
-    return matmul_rate(size, size, size, repeats)
+def matmul_peak(size: int = 1024, repeats: int = 50,
+                device: torch.device = torch.device("cpu")) -> float:
+    """Achieved float32 GFLOP/s of a square matmul: the ceiling to compare against. (On a GPU,
+    TF32 settings apply as torch has them: off by default for matmuls.)"""
+    if device.type == "cuda":
+        size = max(size, 8192)  # a GPU needs a large product to reach its rate
+    return matmul_rate(size, size, size, repeats, device)
 
 
 def peak_rss_mib() -> float:

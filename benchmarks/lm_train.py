@@ -8,6 +8,7 @@ shape and batch, with each of its output layers and precisions.
 
     python benchmarks/lm_train.py                 # ptb-small shape on PTB (RNNKIT_MIRROR)
     python benchmarks/lm_train.py --hidden 650 --steps 35 --rounds 3 --windows 10
+    python benchmarks/lm_train.py --device cuda --hidden 1500 --steps 35 --batch 20  # on a GPU
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import argparse
 import torch
 from torch import nn
 
-from common import alternate, machine, matmul_peak, print_table, write_json
+from common import alternate, machine, matmul_peak, print_table, synchronize, write_json
 from rnnkit.config import preset
 from rnnkit.data import load_corpus
 from rnnkit.language_model import LanguageModelTask
-from rnnkit.precision import bf16_supported
+from rnnkit.errors import UsageError
+from rnnkit.precision import bf16_available, resolve_device
 from rnnkit.train import clip_gradients, make_optimizer
 
 
@@ -64,8 +66,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--windows", type=int, default=40, help="BPTT windows per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args()
+    try:
+        device = resolve_device(args.device)
+    except UsageError as exc:
+        parser.error(str(exc))
 
     cfg = preset("ptb-small")
     cfg = cfg.override(hidden_size=args.hidden, embedding_dim=args.hidden, num_layers=args.layers,
@@ -76,10 +83,10 @@ def main() -> None:
     torch.manual_seed(0)
 
     # --- reference: the textbook loop --------------------------------------------------------
-    ref = TextbookLM(vocab, args.hidden, args.layers)
+    ref = TextbookLM(vocab, args.hidden, args.layers).to(device)
     data = corpus.splits["train"]
     width = len(data) // args.batch
-    streams_t = data[: width * args.batch].view(args.batch, width).t().contiguous()  # (N, B)
+    streams_t = data[: width * args.batch].view(args.batch, width).t().contiguous().to(device)
     criterion = nn.CrossEntropyLoss()
     ref_pos = {"i": 0, "hidden": None}
 
@@ -101,13 +108,14 @@ def main() -> None:
                 for p in ref.parameters():
                     p.add_(p.grad, alpha=-1.0)
             ref_pos["i"], ref_pos["hidden"] = i + args.steps, hidden
+        synchronize(device)
         return args.windows * args.steps * args.batch
 
     # --- rnnkit: its own training step on the same shape --------------------------------------
     def rnnkit_variant(**overrides):
         vcfg = cfg.override(**overrides)
         task = LanguageModelTask(vcfg, corpus)
-        model = task.build_model().train()
+        model = task.build_model().to(device).train()
         optimizer = make_optimizer(model, vcfg)
         starts = task.train_batches(0)
         pos = {"k": 0, "state": None}
@@ -121,6 +129,7 @@ def main() -> None:
                 clip_gradients(model, vcfg.train.clip)
                 optimizer.step()
                 pos["k"], pos["state"] = pos["k"] + 1, state
+            synchronize(device)
             return args.windows * args.steps * args.batch
 
         return model, work
@@ -132,13 +141,13 @@ def main() -> None:
         "rnnkit full softmax fp32": full,
         "rnnkit adaptive softmax fp32": adaptive,
     }
-    if bf16_supported():
+    if bf16_available(device):
         variants["rnnkit full softmax bf16"] = rnnkit_variant(precision="bf16")[1]
         variants["rnnkit adaptive softmax bf16"] = rnnkit_variant(softmax="adaptive",
                                                                   precision="bf16")[1]
     else:
-        print("this CPU has no native bfloat16: the bf16 rows are left out")
-    peak = matmul_peak()
+        print(f"no native bfloat16 on {device}: the bf16 rows are left out")
+    peak = matmul_peak(device=device)
     results = alternate(variants, args.rounds)
     dense = lm_flops_per_token(args.hidden, args.layers, vocab)
     sparse = adaptive_flops_per_token(adaptive_model, counts, args.hidden)
@@ -146,8 +155,8 @@ def main() -> None:
     for name, r in results.items():
         flops = sparse if "adaptive" in name else dense
         rows.append({"name": name, **r, "gflops": r["rate"] * flops / 1e9, "peak": peak})
-    title = (f"LM training, {args.layers}x{args.hidden} LSTM, batch {args.batch} x {args.steps} "
-             f"steps, vocab {vocab:,}; matmul peak {peak:.0f} GFLOP/s; {machine()}")
+    title = (f"LM training on {device}, {args.layers}x{args.hidden} LSTM, batch {args.batch} x "
+             f"{args.steps} steps, vocab {vocab:,}; matmul peak {peak:.0f} GFLOP/s; {machine()}")
     print_table(title, "tokens/s", rows, "reference (textbook, full softmax)")
     # The same full-softmax model cannot beat the reference by more than the share of the
     # matmul peak the reference leaves unused: every FLOP counted above is needed.

@@ -111,6 +111,11 @@ def test_lm_train_evaluate_generate_score(tmp_path, corpus_files, capsys):
     (["train", "--train", "{tmp}/train.tsv", "--out", "{tmp}/x"], "no column 'text'"),
     (["train", "--train", "{tmp}/train.tsv", "--dropout", "1.5", "--out", "{tmp}/x"],
      "dropout must be in"),
+    (["train", "--train", "{tmp}/train.tsv", "--device", "gpu", "--out", "{tmp}/x"],
+     "device must be auto, cpu, cuda or cuda:N"),
+    pytest.param(["train", "--train", "{tmp}/train.tsv", "--text-field", "sentence",
+                  "--device", "cuda", "--out", "{tmp}/x"], "sees no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     (["evaluate", "{tmp}"], "not an rnnkit run directory"),
     (["predict", "{tmp}/nowhere", "hi"], "no such run directory"),
 ])

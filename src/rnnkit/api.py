@@ -17,6 +17,7 @@ from rnnkit.config import RunConfig
 from rnnkit.data import load_classification, load_corpus
 from rnnkit.errors import UsageError
 from rnnkit.language_model import LanguageModelTask
+from rnnkit.precision import resolve_device
 from rnnkit.rundir import RunDir
 from rnnkit.train import train
 
@@ -48,6 +49,7 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     elif run.config_path.exists():
         raise UsageError(f"{out}: a run already exists here; use --resume to continue it or "
                          "choose another --out")
+    resolve_device(cfg.train.device)  # a missing GPU is said before anything is written
     started = time.monotonic()
     task = build_task(cfg, ("train", "valid", "test"), run if resume else None, log)
     data = task.data

@@ -35,6 +35,13 @@ class Batch:
     def size(self) -> int:
         return int(self.ids.shape[0])
 
+    def to(self, device: torch.device) -> "Batch":
+        if device.type == "cpu":
+            return self
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.ids), move(self.lengths), move(self.labels),
+                     tuple(move(t) for t in self.ngrams) if self.ngrams else None)
+
 
 def collate(ids: list[np.ndarray], pad_id: int, labels: np.ndarray | None = None,
             ngrams: list[np.ndarray] | None = None) -> Batch:
@@ -67,6 +74,10 @@ def batch_plan(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | 
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 class ClassificationTask:
@@ -129,7 +140,7 @@ class ClassificationTask:
 
     def train_step(self, model: Classifier, index: np.ndarray, state: None
                    ) -> tuple[torch.Tensor, int, None]:
-        batch = self._batch("train", index)
+        batch = self._batch("train", index).to(_device(model))
         branches = model(batch.ids, batch.lengths, batch.ngrams)
         loss = sum(F.cross_entropy(logits, batch.labels) for logits in branches)
         return loss, batch.size, None  # type: ignore[return-value]
@@ -142,10 +153,10 @@ class ClassificationTask:
         pred = np.zeros(len(source.ids), dtype=np.int64)
         total_loss = 0.0
         for index in batch_plan(lengths, self.cfg.train.eval_batch_size, None, True):
-            batch = self._batch(split, index)
+            batch = self._batch(split, index).to(_device(model))
             log_probs = Classifier.log_probs(model(batch.ids, batch.lengths, batch.ngrams))
             total_loss += float(F.nll_loss(log_probs, batch.labels, reduction="sum"))
-            pred[index] = log_probs.argmax(-1).numpy()
+            pred[index] = log_probs.argmax(-1).cpu().numpy()
         report = classification_report(source.labels, pred, self.data.label_names)
         report["loss"] = total_loss / max(1, len(pred))
         return report

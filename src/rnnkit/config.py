@@ -9,6 +9,7 @@ directory, which is enough to rebuild the model.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,8 +120,11 @@ class TrainConfig:
     seed: int = 1
     threads: int = 0  # torch threads; 0 = torch's default
     precision: str = "fp32"  # fp32 | bf16 (autocast matmuls to bfloat16; weights stay fp32)
+    device: str = "auto"  # auto (a CUDA GPU if one is visible, else the CPU) | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise UsageError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         _check_choice("loss_scale", self.loss_scale, ("mean", "sum_steps"))
         _check_choice("schedule", self.schedule, ("none", "step", "plateau", "cosine"))

@@ -75,11 +75,14 @@ class LanguageModelTask:
     def train_step(self, model: LanguageModel, start: int, state: State | None
                    ) -> tuple[torch.Tensor, int, State]:
         assert self.streams is not None
+        device = model.encoder.embedding.weight.device
+        if self.streams.device != device:
+            self.streams = self.streams.to(device)  # the whole training stream, once
         steps = min(self.cfg.train.num_steps, self.streams.shape[1] - 1 - start)
         inputs = self.streams[:, start: start + steps]  # (B, T)
         targets = self.streams[:, start + 1: start + 1 + steps]  # (B, T), shifted by one
         state = detach(state) if state is not None else self.initial_state(model)
-        with autocast(self.cfg.train.precision):
+        with autocast(self.cfg.train.precision, device):
             features, state = model.features(inputs, state)
             loss = model.token_nll(features, targets).float()
         state = tuple(s.float() for s in state)
@@ -104,6 +107,7 @@ def evaluate_stream(model: LanguageModel, ids: torch.Tensor, window: int = EVAL_
     """Exact per-token loss over `ids` read as one stream with the state carried."""
     model.eval()
     state = model.initial_state(1)
+    ids = ids.to(model.encoder.embedding.weight.device)
     total, count = 0.0, 0
     for start in range(0, len(ids) - 1, window):
         chunk = ids[start: start + window + 1]

@@ -1,4 +1,5 @@
-"""Numeric precision of training: fp32, or bfloat16 autocast where the CPU supports it."""
+"""Where and in what precision training runs: the device (CPU or a CUDA GPU), and fp32 or
+bfloat16 autocast where the hardware runs bfloat16 natively."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import contextlib
 import functools
 
 import torch
+
+from rnnkit.errors import UsageError
 
 
 @functools.cache
@@ -19,9 +22,33 @@ def bf16_supported() -> bool:
         return False
 
 
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    """bf16: matmuls and the RNN run in bfloat16 on CPU; weights and the loss stay fp32. On a
-    CPU without native bf16 it falls back to fp32 (train() says so once)."""
-    if precision == "bf16" and bf16_supported():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+def resolve_device(name: str) -> torch.device:
+    """`auto`: the first CUDA GPU if torch sees one, else the CPU. An explicit `cuda` that is
+    not there is a usage error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: torch {torch.__version__} sees no CUDA GPU on "
+                             "this machine; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) "
+                             "are visible")
+    return device
+
+
+def bf16_available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bf16_supported()
+
+
+def autocast(precision: str, device: torch.device | None = None
+             ) -> contextlib.AbstractContextManager:
+    """bf16: matmuls and the RNN run in bfloat16 (oneDNN on CPU, cuDNN on GPU); weights and the
+    loss stay fp32. Without native bf16 it falls back to fp32 (train() says so once)."""
+    device = device or torch.device("cpu")
+    if precision == "bf16" and bf16_available(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -170,7 +170,8 @@ class RunDir:
         if not self.trainer_path.is_file():
             return None
         try:
-            return torch.load(self.trainer_path, weights_only=True)
+            # On the CPU first: a GPU run resumes on another device, or on none.
+            return torch.load(self.trainer_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # damaged file
             raise UsageError(f"{self.trainer_path}: corrupted trainer state ({exc}); delete it "
                              "to start over") from None

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from rnnkit.config import RunConfig
 from rnnkit.errors import UsageError
 from rnnkit.plots import plot_curve
-from rnnkit.precision import bf16_supported
+from rnnkit.precision import bf16_available, resolve_device
 from rnnkit.rundir import RunDir
 
 
@@ -168,14 +168,20 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
-    if cfg.train.precision == "bf16" and not bf16_supported():
-        log("note: this CPU has no native bfloat16 (AVX-512 BF16 or AMX); --precision bf16 "
-            "falls back to fp32")
+    if device.type == "cuda":
+        log(f"training on {device} ({torch.cuda.get_device_name(device)})")
+    if cfg.train.precision == "bf16" and not bf16_available(device):
+        needs = ("compute capability 8.0 or later" if device.type == "cuda"
+                 else "AVX-512 BF16 or AMX")
+        log(f"note: this {'GPU' if device.type == 'cuda' else 'CPU'} has no native bfloat16 "
+            f"({needs}); --precision bf16 falls back to fp32")
     model = task.build_model()
     saved = run.load_trainer() if resume else None
     if saved is None:
         task.prepare(model)  # pretrained rows, n-gram ratios (a resume loads them instead)
+    model.to(device)  # before the optimizer: its state follows the parameters' device
     optimizer = make_optimizer(model, cfg)
     progress = Progress(lr=cfg.train.lr)
     state: Any = None
@@ -183,8 +189,10 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         progress = Progress(**saved["progress"])
-        state = tuple(saved["state"]) if saved.get("state") else None
+        state = tuple(s.to(device) for s in saved["state"]) if saved.get("state") else None
         torch.set_rng_state(saved["rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         if progress.finished:
             log(f"{run.path}: training already finished; nothing to resume")
             return progress.__dict__
@@ -196,6 +204,7 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
         run.save_trainer({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "progress": progress.__dict__, "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "state": list(state) if state is not None else None,
         })
 

@@ -117,6 +117,7 @@ def test_lm_train_evaluate_generate_score(tmp_path, corpus_files, capsys):
                   "--device", "cuda", "--out", "{tmp}/x"], "sees no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     (["evaluate", "{tmp}"], "not an rnnkit run directory"),
+    (["evaluate", "{tmp}", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
     (["predict", "{tmp}/nowhere", "hi"], "no such run directory"),
 ])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, tsv_data, capsys, args, match):

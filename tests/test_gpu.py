@@ -20,7 +20,7 @@ def test_classifier_trains_on_the_gpu_and_evaluates_the_same_on_the_cpu(tmp_path
                            ngram_buckets=4096)
     results = json.loads((run / "results.json").read_text())
     assert results["valid"]["accuracy"] >= 0.8
-    on_cpu = api.evaluate_run(run, "valid", log=lambda *a, **k: None)  # model on the CPU
+    on_cpu = api.evaluate_run(run, "valid", log=lambda *a, **k: None, device="cpu")
     assert abs(on_cpu["accuracy"] - results["valid"]["accuracy"]) < 1e-9
     assert abs(on_cpu["loss"] - results["valid"]["loss"]) < 1e-4
 

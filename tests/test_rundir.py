@@ -59,3 +59,12 @@ def test_damaged_compact_file_is_a_one_line_error(tmp_path):
     safetensors.torch.save_file(tensors, str(run.weights_path), metadata=metadata)
     with pytest.raises(UsageError, match="model.safetensors: corrupted or foreign weights"):
         run.load_weights(_ngram_classifier(1 << 20))
+
+
+def test_evaluation_falls_back_to_the_cpu():
+    from rnnkit.precision import evaluation_device
+
+    assert evaluation_device("cpu").type == "cpu"
+    assert evaluation_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        assert evaluation_device("cuda:1").type == "cpu"

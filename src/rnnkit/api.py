@@ -17,7 +17,7 @@ from rnnkit.config import RunConfig
 from rnnkit.data import load_classification, load_corpus
 from rnnkit.errors import UsageError
 from rnnkit.language_model import LanguageModelTask
-from rnnkit.precision import resolve_device
+from rnnkit.precision import evaluation_device, resolve_device
 from rnnkit.rundir import RunDir
 from rnnkit.train import train
 
@@ -79,6 +79,7 @@ def final_report(run: RunDir, task: ClassificationTask | LanguageModelTask, log:
                  splits: tuple[str, ...] = ("valid", "test")) -> dict:
     model = task.build_model()
     run.load_weights(model)
+    model.to(evaluation_device(task.cfg.train.device))
     results: dict[str, Any] = {}
     for split in splits:
         if split in task.data.splits:
@@ -96,12 +97,15 @@ def _summary(metrics: dict) -> str:
 
 
 def evaluate_run(path: Path | str, split: str = "test", data_overrides: dict | None = None,
-                 log: Any = print) -> dict:
-    """Metrics of a trained run on one split of its data (or of files given in overrides)."""
+                 log: Any = print, device: str | None = None) -> dict:
+    """Metrics of a trained run on one split of its data (or of files given in overrides), on
+    `device` (default: where the run trained, if that device is here, else the CPU)."""
+    explicit = resolve_device(device) if device else None
     run = RunDir(path)
     cfg = run.config()
     if data_overrides:
         cfg = cfg.override(**data_overrides)
+    target = explicit or evaluation_device(cfg.train.device)
     if split not in ("train", "valid", "test"):
         raise UsageError(f"unknown split {split!r}; use train, valid or test")
     task = build_task(cfg, (split,), run, log)
@@ -110,4 +114,5 @@ def evaluate_run(path: Path | str, split: str = "test", data_overrides: dict | N
                          f"--{split} FILE")
     model = task.build_model()
     run.load_weights(model)
+    model.to(target)
     return task.evaluate(model, split)

@@ -96,7 +96,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("train", args.train_file), ("valid", args.valid),
                                    ("test", args.test)) if v}
-    metrics = api.evaluate_run(args.run, args.split, overrides, log=_stderr)
+    metrics = api.evaluate_run(args.run, args.split, overrides, log=_stderr, device=args.device)
     if args.json:
         print(json.dumps(metrics))
     elif "perplexity" in metrics:
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", help="evaluate on this file instead of the run's test split")
     p.add_argument("--valid", help="evaluate on this file instead of the run's valid split")
     p.add_argument("--train", dest="train_file", help=argparse.SUPPRESS)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: where the run trained, if "
+                   "that device is here, else the CPU)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label texts with a trained classifier")

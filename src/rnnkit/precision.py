@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 
 import torch
 
@@ -25,6 +26,8 @@ def bf16_supported() -> bool:
 def resolve_device(name: str) -> torch.device:
     """`auto`: the first CUDA GPU if torch sees one, else the CPU. An explicit `cuda` that is
     not there is a usage error, not a silent fallback."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise UsageError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -36,6 +39,15 @@ def resolve_device(name: str) -> torch.device:
             raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) "
                              "are visible")
     return device
+
+
+def evaluation_device(name: str) -> torch.device:
+    """Where to evaluate a run trained with `--device name`: there if that device is here,
+    else on the CPU (a GPU run evaluates anywhere; the metrics agree to float rounding)."""
+    try:
+        return resolve_device(name)
+    except UsageError:
+        return torch.device("cpu")
 
 
 def bf16_available(device: torch.device) -> bool:

@@ -123,8 +123,7 @@ class TrainConfig:
     device: str = "auto"  # auto (a CUDA GPU if one is visible, else the CPU) | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise UsageError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        check_device_name(self.device)
         _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         _check_choice("loss_scale", self.loss_scale, ("mean", "sum_steps"))
         _check_choice("schedule", self.schedule, ("none", "step", "plateau", "cosine"))
@@ -177,6 +176,11 @@ class RunConfig:
             train=dataclasses.replace(self.train, **groups["train"]),
             preset=self.preset,
         )
+
+
+def check_device_name(name: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise UsageError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

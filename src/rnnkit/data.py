@@ -42,8 +42,11 @@ def split_source(cfg: DataConfig, split: str) -> Path | None:
     return None
 
 
-def truncate(ids: list, max_len: int, how: str) -> list:
-    return cut(ids, max_len, how)
+def cut_ids(ids: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """The ids of a text that its cut (`max_len`, `truncate`) keeps."""
+    if not cfg.max_len or len(ids) <= cfg.max_len:
+        return ids
+    return np.asarray(cut(ids.tolist(), cfg.max_len, cfg.truncate), dtype=np.int64)
 
 
 # --- classification -------------------------------------------------------------------------
@@ -170,8 +173,7 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
             raise DataError(f"{where}: label {unknown[0]!r} ({split} split) was not seen in "
                             f"training; known labels: {', '.join(classes)}")
         full = [vocab.encode_array(t) for t in texts.tokens]
-        ids = [np.asarray(truncate(list(a), cfg.max_len, cfg.truncate), dtype=np.int64)
-               if cfg.max_len and len(a) > cfg.max_len else a for a in full]
+        ids = [cut_ids(a, cfg) for a in full]
         for a in ids:
             if len(a) == 0:
                 raise DataError(f"{split} split: a text has no tokens after tokenization")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 
 import torch
 
+from rnnkit.config import check_device_name
 from rnnkit.errors import UsageError
 
 
@@ -26,8 +26,7 @@ def bf16_supported() -> bool:
 def resolve_device(name: str) -> torch.device:
     """`auto`: the first CUDA GPU if torch sees one, else the CPU. An explicit `cuda` that is
     not there is a usage error, not a silent fallback."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise UsageError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

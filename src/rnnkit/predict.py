@@ -13,7 +13,7 @@ import torch
 
 from rnnkit.classification import collate
 from rnnkit.config import DataConfig, RunConfig
-from rnnkit.data import encode_texts, truncate
+from rnnkit.data import cut_ids, encode_texts
 from rnnkit.errors import UsageError
 from rnnkit.models.classifier import Classifier
 from rnnkit.ngrams import NgramFeatures
@@ -77,9 +77,7 @@ class Predictor:
         if self.ngrams is None:
             return encode_texts(texts, self.cfg.data, self.vocab), None
         full = encode_texts(texts, self._untruncated(), self.vocab)  # tokenize once
-        data = self.cfg.data
-        ids = [np.asarray(truncate(a.tolist(), data.max_len, data.truncate), dtype=np.int64)
-               if data.max_len and len(a) > data.max_len else a for a in full]
+        ids = [cut_ids(a, self.cfg.data) for a in full]
         return ids, [self.ngrams.features(a) for a in full]
 
     @torch.inference_mode()
@@ -92,8 +90,8 @@ class Predictor:
 
     def _pipelined(self, texts: list[str]) -> np.ndarray:
         """Two model workers, each with half the torch threads, beside the tokenizing thread.
-        On 2 cores this is about 15% faster than tokenizing everything first (3,825 against
-        3,351 reviews/s for imdb-seed); for the duration, torch's thread count and Python's
+        On 2 cores this is about 15% faster than tokenizing everything first (3,717 against
+        3,238 reviews/s for imdb-seed in `benchmarks/imdb.py`); for the duration, torch's thread count and Python's
         thread switch interval (0.5 ms, so workers get the GIL back quickly between kernels)
         are changed, and restored after."""
         threads, interval = torch.get_num_threads(), sys.getswitchinterval()

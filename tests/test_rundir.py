@@ -68,3 +68,31 @@ def test_evaluation_falls_back_to_the_cpu():
     assert evaluation_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         assert evaluation_device("cuda:1").type == "cpu"
+
+
+def test_resume_is_exact_with_compact_checkpoints(tmp_path, monkeypatch):
+    """trainer.pt stores mostly-zero tables (n-gram weights and their Adagrad sums) as their
+    non-zero rows; a run stopped and resumed still ends exactly where a straight one does."""
+    import json
+
+    from rnnkit import api, rundir
+    from tiny_runs import train_classifier
+
+    monkeypatch.setattr(rundir, "SPARSE_MIN_ELEMENTS", 1024)
+    settings = dict(epochs=2, dropout=0.3, ngram_order=2, ngram_buckets=1 << 14)
+    straight = train_classifier(tmp_path, "straight", **settings)
+    raw = torch.load(straight / "trainer.pt", weights_only=True)
+    assert rundir.ROWS_MARK in raw["model"]["ngrams.weight.weight"]
+    sums = [v["sum"] for v in raw["optimizer"]["sparse"]["state"].values()]
+    assert sums and all(rundir.ROWS_MARK in s for s in sums)  # the Adagrad sums, too
+    cfg = RunDir(straight).config()
+    split = tmp_path / "split"
+    quiet = dict(log=lambda *a, **k: None)
+    api.train_run(cfg, split, max_steps=30, **quiet)
+    assert not json.loads((split / "results.json").read_text())["finished"]
+    api.train_run(cfg, split, resume=True, **quiet)
+    a = RunDir(straight).load_trainer()["model"]
+    b = RunDir(split).load_trainer()["model"]
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

@@ -31,10 +31,49 @@ from rnnkit.vocab import Vocab
 
 
 # Large tables that are mostly zero rows (a hashed n-gram table: a 16M-row table of which
-# IMDB fills a quarter) are stored as their non-zero rows and those rows' indices; the file's
-# metadata names them with their shapes. Other weights are stored as they are.
+# IMDB fills a quarter) are stored as their non-zero rows and those rows' indices: in
+# model.safetensors the file's metadata names them with their shapes; in trainer.pt each is a
+# small dict marked ROWS_MARK. Other tensors are stored as they are.
 SPARSE_KEY = "rnnkit.sparse_rows"
 SPARSE_MIN_ELEMENTS = 1 << 20
+ROWS_MARK = "__rnnkit_nonzero_rows__"  # trainer.pt: a table stored as its non-zero rows
+
+
+def _nonzero_rows(t: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the non-zero rows of a large 2-D table that is mostly zero rows, else None."""
+    if t.dim() != 2 or t.numel() < SPARSE_MIN_ELEMENTS:
+        return None
+    rows = t.ne(0).any(1).nonzero().squeeze(1)
+    if 2 * len(rows) >= t.shape[0]:
+        return None
+    return rows.to(torch.int32) if t.shape[0] < 2 ** 31 else rows
+
+
+def _compact_tree(obj: Any) -> Any:
+    """The trainer state with each mostly-zero table (n-gram weights, their optimizer sums)
+    replaced by its non-zero rows; `_expand_tree` gives back exactly the same tensors."""
+    if isinstance(obj, torch.Tensor):
+        rows = _nonzero_rows(obj)
+        if rows is None:
+            return obj
+        return {ROWS_MARK: rows, "values": obj[rows.long()], "rows_of": list(obj.shape)}
+    if isinstance(obj, dict):
+        return {k: _compact_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_compact_tree(v) for v in obj)
+    return obj
+
+
+def _expand_tree(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if ROWS_MARK in obj:
+            values = obj["values"]
+            return values.new_zeros(obj["rows_of"]).index_copy_(0, obj[ROWS_MARK].long(),
+                                                                 values)
+        return {k: _expand_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_expand_tree(v) for v in obj)
+    return obj
 
 
 def _compact_state(model: nn.Module) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
@@ -47,14 +86,13 @@ def _compact_state(model: nn.Module) -> tuple[dict[str, torch.Tensor] | None, di
     tensors: dict[str, torch.Tensor] = {}
     shapes: dict[str, list[int]] = {}
     for name, t in state.items():
-        if t.dim() == 2 and t.numel() >= SPARSE_MIN_ELEMENTS:
-            rows = t.ne(0).any(1).nonzero().squeeze(1)
-            if 2 * len(rows) < t.shape[0]:
-                tensors[f"{name}:rows"] = rows.to(torch.int32) if t.shape[0] < 2 ** 31 else rows
-                tensors[f"{name}:values"] = t[rows].contiguous()
-                shapes[name] = list(t.shape)
-                continue
-        tensors[name] = t.contiguous()
+        rows = _nonzero_rows(t)
+        if rows is None:
+            tensors[name] = t.contiguous()
+        else:
+            tensors[f"{name}:rows"] = rows
+            tensors[f"{name}:values"] = t[rows.long()].contiguous()
+            shapes[name] = list(t.shape)
     if not shapes:
         return None, {}
     return tensors, {SPARSE_KEY: json.dumps(shapes)}
@@ -104,7 +142,8 @@ class RunDir:
                 tensors, str(tmp), metadata=metadata))
 
     def save_trainer(self, state: dict[str, Any]) -> None:
-        atomic_write(self.trainer_path, lambda tmp: torch.save(state, tmp))
+        compact = _compact_tree(state)
+        atomic_write(self.trainer_path, lambda tmp: torch.save(compact, tmp))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
@@ -171,7 +210,8 @@ class RunDir:
             return None
         try:
             # On the CPU first: a GPU run resumes on another device, or on none.
-            return torch.load(self.trainer_path, map_location="cpu", weights_only=True)
+            saved = torch.load(self.trainer_path, map_location="cpu", weights_only=True)
+            return _expand_tree(saved)
         except Exception as exc:  # damaged file
             raise UsageError(f"{self.trainer_path}: corrupted trainer state ({exc}); delete it "
                              "to start over") from None

@@ -39,8 +39,9 @@ def main() -> None:
     def textbook_step(ids, state):
         out, state = rnn(embedding(ids), state)
         flat = out[:, -1]
-        scores = model.adaptive.log_prob(flat) if model.adaptive is not None else model.decoder(flat)
-        return scores[0], state
+        if model.adaptive is not None:
+            return model.adaptive.log_prob(flat)[0], state
+        return model.decoder(flat)[0], state
 
     def reference() -> int:
         with torch.no_grad():

@@ -91,9 +91,9 @@ class Predictor:
     def _pipelined(self, texts: list[str]) -> np.ndarray:
         """Two model workers, each with half the torch threads, beside the tokenizing thread.
         On 2 cores this is about 15% faster than tokenizing everything first (3,717 against
-        3,238 reviews/s for imdb-seed in `benchmarks/imdb.py`); for the duration, torch's thread count and Python's
-        thread switch interval (0.5 ms, so workers get the GIL back quickly between kernels)
-        are changed, and restored after."""
+        3,238 reviews/s for imdb-seed in `benchmarks/imdb.py`). For the duration, torch's
+        thread count and Python's thread switch interval (0.5 ms, so workers get the GIL back
+        quickly between kernels) are changed, and restored after."""
         threads, interval = torch.get_num_threads(), sys.getswitchinterval()
         out = np.zeros((len(texts), len(self.names)), dtype=np.float32)
         jobs = []

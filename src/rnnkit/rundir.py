@@ -49,6 +49,10 @@ def _nonzero_rows(t: torch.Tensor) -> torch.Tensor | None:
     return rows.to(torch.int32) if t.shape[0] < 2 ** 31 else rows
 
 
+def _rows_to_table(values: torch.Tensor, rows: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    return values.new_zeros(shape).index_copy_(0, rows.long(), values)
+
+
 def _compact_tree(obj: Any) -> Any:
     """The trainer state with each mostly-zero table (n-gram weights, their optimizer sums)
     replaced by its non-zero rows; `_expand_tree` gives back exactly the same tensors."""
@@ -67,9 +71,7 @@ def _compact_tree(obj: Any) -> Any:
 def _expand_tree(obj: Any) -> Any:
     if isinstance(obj, dict):
         if ROWS_MARK in obj:
-            values = obj["values"]
-            return values.new_zeros(obj["rows_of"]).index_copy_(0, obj[ROWS_MARK].long(),
-                                                                 values)
+            return _rows_to_table(obj["values"], obj[ROWS_MARK], obj["rows_of"])
         return {k: _expand_tree(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_expand_tree(v) for v in obj)
@@ -102,9 +104,7 @@ def _expand_state(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]]
                   ) -> dict[str, torch.Tensor]:
     state = {k: v for k, v in tensors.items() if not k.endswith((":rows", ":values"))}
     for name, shape in shapes.items():
-        values = tensors[f"{name}:values"]
-        state[name] = values.new_zeros(shape).index_copy_(
-            0, tensors[f"{name}:rows"].long(), values)
+        state[name] = _rows_to_table(tensors[f"{name}:values"], tensors[f"{name}:rows"], shape)
     return state
 
 

@@ -16,6 +16,7 @@ chunk by chunk), for a fraction of the work on long texts.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Callable
 
 Tokenizer = Callable[[str], list[str]]
@@ -40,20 +41,14 @@ def cut(tokens: list, max_len: int, how: str) -> list:
 
 
 def _basic(text: str) -> list[str]:
-    # Chunk by chunk: str.split and the regex's \s agree on whitespace, and str.isalnum is
-    # exactly \w without "_", so an alphanumeric chunk (most of them) is one token, no regex.
-    tokens: list[str] = []
-    append, extend, findall = tokens.append, tokens.extend, _WORD.findall
-    for chunk in _BREAK.sub(" ", text).split():
-        if chunk.isalnum():
-            append(chunk)
-        else:
-            extend(findall(chunk))
-    return tokens
+    return _basic_front(_BREAK.sub(" ", text).split(), sys.maxsize)
 
 
 def _basic_front(chunks: list[str], n: int) -> list[str]:
-    """The first n tokens of the chunks (all of them if there are fewer)."""
+    """The first n tokens of whitespace-free chunks (all of them if there are fewer).
+
+    Chunk by chunk: str.split and the regex's \\s agree on whitespace, and str.isalnum is
+    exactly \\w without "_", so an alphanumeric chunk (most of them) is one token, no regex."""
     tokens: list[str] = []
     append, extend, findall = tokens.append, tokens.extend, _WORD.findall
     for chunk in chunks:
@@ -65,7 +60,7 @@ def _basic_front(chunks: list[str], n: int) -> list[str]:
             extend(findall(chunk))
             if len(tokens) >= n:
                 break
-    return tokens[:n]
+    return tokens if len(tokens) <= n else tokens[:n]
 
 
 def _basic_back(chunks: list[str], n: int) -> list[str]:

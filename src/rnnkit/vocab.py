@@ -57,8 +57,7 @@ class Vocab:
         return len(self.itos)
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
-        get, unk = self.stoi.get, self.unk_id
-        return [get(tok, unk) for tok in tokens]
+        return list(map(self._lookup.__getitem__, tokens))
 
     @functools.cached_property
     def _lookup(self) -> _Lookup:

@@ -5,8 +5,9 @@ The reference is the imdb-seed model trained the textbook way, written out here:
 padded to 250, nn.Dropout on the embeddings and on the LSTM's output, nn.LSTM, the output at
 the last position, gradient clipping, Adam. A second reference row is the tutorial's lighter
 variant (dropout on the output only, no clipping), for comparison with earlier figures. rnnkit
-runs its own training step (length-bucketed batches padded to their own maximum, exact masking)
-on the same reviews, alternating rounds.
+runs its own training step (length-bucketed batches padded to their own maximum, exact masking,
+the native LSTM kernel of rnnkit.kernels) on the same reviews, alternating rounds; a further row
+runs that step with torch's nn.LSTM in place of the native kernel, to show what the kernel buys.
 
     python benchmarks/imdb.py [--run runs/imdb-seed]   # with --run, also inference figures
     python benchmarks/imdb.py --run runs/imdb-seed --skip-training
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import alternate, machine, matmul_peak, matmul_rate, print_table, write_json
+from common import alternate, machine, matmul_peak, print_table, write_json
+from rnnkit import kernels
 from rnnkit.classification import ClassificationTask
 from rnnkit.config import preset
 from rnnkit.data import load_classification
@@ -98,26 +100,40 @@ def main() -> None:
             return len(order)
         return run
 
-    model = task.build_model()
-    optimizer = make_optimizer(model, cfg)
-    epoch = {"n": 0}
+    def rnnkit_variant(native: bool):
+        torch.manual_seed(0)
+        model = task.build_model()
+        optimizer = make_optimizer(model, cfg)
+        epoch = {"n": 0}
 
-    def rnnkit_train() -> int:
-        model.train()
-        for index in task.train_batches(epoch["n"]):
-            loss, _, _ = task.train_step(model, index, None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients(model, cfg.train.clip)
-            optimizer.step()
-        epoch["n"] += 1
-        return len(split.ids)
+        def run() -> int:
+            usable = kernels.usable
+            if not native:
+                kernels.usable = lambda x, hidden: False  # the encoder falls back to nn.LSTM
+            try:
+                model.train()
+                for index in task.train_batches(epoch["n"]):
+                    loss, _, _ = task.train_step(model, index, None)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    clip_gradients(model, cfg.train.clip)
+                    optimizer.step()
+            finally:
+                kernels.usable = usable
+            epoch["n"] += 1
+            return len(split.ids)
+        return run
 
+    if not kernels.available():
+        print("the native LSTM kernel is not available here (no C compiler?): "
+              "the rnnkit rows use nn.LSTM")
     peak = matmul_peak()
     results = alternate({REFERENCE: reference_variant(True),
                          "tutorial variant (output dropout only, pad to 250)":
                              reference_variant(False),
-                         "rnnkit (bucketed, masked)": rnnkit_train}, args.rounds)
+                         "rnnkit (bucketed, masked, native LSTM kernel)": rnnkit_variant(True),
+                         "rnnkit with nn.LSTM (bucketed, masked)": rnnkit_variant(False)},
+                        args.rounds)
     rows = []
     for name, r in results.items():
         tokens = real_tokens if name.startswith("rnnkit") else len(split.ids) * MAX_LEN
@@ -127,28 +143,8 @@ def main() -> None:
     print_table(f"IMDB training, imdb-seed shape, {len(split.ids):,} real reviews per round; "
                 f"LSTM GFLOP/s counted on the steps each computes; {machine()}", "samples/s",
                 rows, REFERENCE)
-    # What an exact method could gain with this model and batch size, at best: no padding, and
-    # each step's matmuls at the speed they reach bare. Per real token of training: the
-    # recurrent products (forward h @ W_hh, backward dgates @ W_hh) are step by step, 24 rows
-    # at a time, so they run at most at the rate measured for that shape; the input projection
-    # and the weight gradients can be batched over all steps, at most at the matmul peak.
-    # Gates, masks, the loss and the optimizer are left out: the bound is generous.
-    batch, hidden, inputs = cfg.train.batch_size, 64, 50
-    recurrent = matmul_rate(batch, hidden, 4 * hidden, repeats=200)
-    sequential_flops = 2 * (2 * hidden * 4 * hidden)
-    batched_flops = 2 * (2 * inputs * 4 * hidden) + 2 * hidden * 4 * hidden
-    mean_len = real_tokens / len(split.ids)
-    best_rate = 1 / (mean_len * (sequential_flops / (recurrent * 1e9)
-                                 + batched_flops / (peak * 1e9)))
-    bound = best_rate / rows[0]["rate"]
-    print(f"\nBound for an exact method, this model and batch: mean kept length {mean_len:.0f} of "
-          f"{MAX_LEN} (padding removed: {MAX_LEN / mean_len:.2f}x); the step-by-step "
-          f"{batch}x{hidden} @ {hidden}x{4 * hidden} matmul runs at {recurrent:.0f} GFLOP/s, the "
-          f"1024^3 one at {peak:.0f}; with every matmul at those rates and nothing else costing "
-          f"time: {best_rate:,.0f} samples/s, {bound:.2f}x the reference")
     payload = {"machine": machine(), "matmul_peak_gflops": peak, "training": rows,
-               "bound": {"mean_kept_length": mean_len, "recurrent_matmul_gflops": recurrent,
-                         "samples_per_s": best_rate, "vs_reference": bound}}
+               "native_kernel": kernels.available()}
 
     if args.run:
         payload["inference"] = inference(args.run)

@@ -169,3 +169,13 @@ def test_nan_propagates_like_nn_lstm():
                              lstm.bias_hh_l0)[0]
     assert torch.isnan(out[0, 1:]).all() and not torch.isnan(out[1]).any()
     assert torch.equal(torch.isnan(out), torch.isnan(lstm(x)[0]))
+
+
+def test_unwritable_cache_falls_back_to_temp(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the cache folder should be: mkdir fails
+    monkeypatch.setattr(kernels, "cache_dir", lambda: blocked / "kernels")
+    monkeypatch.setattr(kernels.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    path = kernels.build()
+    assert path is not None and path.parent == tmp_path / "tmp" / "rnnkit-kernels"
+    assert kernels.load(path).rk_vector_width() in (1, 8)

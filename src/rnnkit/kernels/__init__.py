@@ -5,11 +5,12 @@ imdb-seed) at a fraction of the machine's speed, and autograd computes the gradi
 input even when that input is a frozen embedding. `lstm_layer` keeps only the step-by-step
 part in C (lstm.c): the product with the inputs, the weight gradients and the input gradient
 are whole-sequence matrix products done by torch, the input gradient only when needed. Rows of
-the batch run on separate threads for the whole sequence.
+the batch run on separate threads (torch's own OpenMP pool) for the whole sequence.
 
 The C file is compiled with the system's C compiler (`cc`, or $CC) for the host CPU the first
-time it is needed and cached under $RNNKIT_HOME/kernels (default ~/.cache/rnnkit/kernels)
-by a hash of the source, compiler and flags. Without a compiler, or with RNNKIT_NATIVE=0,
+time it is needed and cached under $RNNKIT_HOME/kernels (default ~/.cache/rnnkit/kernels, or
+the temporary folder where that is not writable) by a hash of the source, compiler, flags and
+the CPU's feature flags. Without a compiler, or with RNNKIT_NATIVE=0,
 `available()` is False and the encoder uses nn.LSTM as before: same function, same parameters.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -41,32 +43,53 @@ def cache_dir() -> Path:
     return base / "kernels"
 
 
+def _cpu_signature() -> str:
+    """What -march=native compiles for: a library built on another CPU (a shared home
+    folder) must not be loaded here."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.machine() + platform.processor()
+
+
 def build(flags: tuple[str, ...] = FLAGS, directory: Path | None = None) -> Path | None:
-    """Compile lstm.c (cached); the library's path, or None without a working compiler."""
+    """Compile lstm.c (cached); the library's path, or None without a working compiler or a
+    writable cache folder."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + compiler.encode() + " ".join(flags).encode()).hexdigest()[:16]
-    directory = directory or cache_dir()
-    target = directory / f"lstm-{key}.so"
-    if target.exists():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"],
-                              capture_output=True, timeout=120)
-        if done.returncode != 0:
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
+                                     _cpu_signature().encode()])).hexdigest()[:16]
+    folders = [directory] if directory else [cache_dir(),
+                                             Path(tempfile.gettempdir()) / "rnnkit-kernels"]
+    for folder in folders:
+        target = folder / f"lstm-{key}.so"
+        if target.exists():
+            return target
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        except OSError:
+            continue  # not writable: try the next folder
+        os.close(fd)
+        try:
+            done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"],
+                                  capture_output=True, timeout=120)
+            if done.returncode != 0:
+                return None
+            os.replace(tmp, target)  # whole file or nothing, also with concurrent builders
+            return target
+        except (OSError, subprocess.SubprocessError):
             return None
-        os.replace(tmp, target)  # whole file or nothing, also with concurrent builders
-    except (OSError, subprocess.SubprocessError):
-        return None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return None
 
 
 def load(path: Path) -> ctypes.CDLL:
@@ -87,7 +110,10 @@ def library() -> ctypes.CDLL | None:
         if not _tried:
             if os.environ.get("RNNKIT_NATIVE", "1") != "0":
                 path = build()
-                _lib = load(path) if path is not None else None
+                try:
+                    _lib = load(path) if path is not None else None
+                except OSError:  # a library that does not load here: use torch's LSTM
+                    _lib = None
             _tried = True
     return _lib
 

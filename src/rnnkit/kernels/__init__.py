@@ -156,7 +156,8 @@ class _LSTMLayer(torch.autograd.Function):
         x, w_ih, w_hh, h0, c0, gates, out, cs = ctx.saved_tensors
         B, T, H = out.shape
         d_out = d_out.contiguous()
-        dh, dc = d_h.clone().contiguous(), d_c.clone().contiguous()
+        dh = d_h.clone(memory_format=torch.contiguous_format)  # the kernel overwrites them
+        dc = d_c.clone(memory_format=torch.contiguous_format)
         dgates = torch.empty_like(gates)
         work = torch.empty_like(dh)
         w = w_hh.contiguous()

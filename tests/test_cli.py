@@ -120,12 +120,16 @@ def test_lm_train_evaluate_generate_score(tmp_path, corpus_files, capsys):
     (["evaluate", "{tmp}", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
     (["predict", "{tmp}/nowhere", "hi"], "no such run directory"),
 ])
-def test_user_mistakes_exit_2_with_one_line(tmp_path, tsv_data, capsys, args, match):
-    code, out, err = cli(capsys, *[a.format(tmp=tsv_data["train"].parent) for a in args])
+def test_user_mistakes_exit_2_with_one_line(tmp_path, tsv_data, capsys, monkeypatch, args,
+                                           match):
+    folder = tsv_data["train"].parent
+    monkeypatch.chdir(folder)  # a relative --out lands here
+    before = set(folder.iterdir())
+    code, out, err = cli(capsys, *[a.format(tmp=folder) for a in args])
     assert code == 2
     assert match in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not (tsv_data["train"].parent / "x" / "config.json").exists()
+    assert set(folder.iterdir()) == before  # nothing written, not even an empty folder
 
 
 def test_wrong_task_and_bad_generation_settings(tmp_path, tsv_data, corpus_files, capsys):
@@ -147,7 +151,7 @@ def test_wrong_task_and_bad_generation_settings(tmp_path, tsv_data, corpus_files
         assert code == 2 and match in err, (args, err)
     (clf / "model.safetensors").write_bytes(b"garbage")
     code, _, err = cli(capsys, "predict", clf, "hi")
-    assert code == 2 and "corrupted or foreign weights" in err
+    assert code == 2 and "checksum mismatch" in err
     (clf / "config.json").write_text("{not json")
     code, _, err = cli(capsys, "predict", clf, "hi")
     assert code == 2 and "corrupted" in err
@@ -190,9 +194,12 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, corpus_files, capsys):
     code, _, err = cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"],
                        "--out", tmp_path / "nan", "--embedding-dim", "8", "--hidden-size", "8",
                        "--lr", "1e38", "--clip", "0", "--epochs", "1")
-    assert code == 2
-    assert "non-finite loss at epoch 1, step" in err and len(err.strip().splitlines()) == 1
-    assert not list((tmp_path / "nan").glob("*.tmp"))
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the progress lines on standard error
+    assert last.startswith("rnnkit: error: non-finite loss at epoch 1, step")
+    assert "nothing was kept" in last
+    assert not (tmp_path / "nan").exists()  # the same --out can be used again
+    assert not list(tmp_path.glob(".nan.*"))  # nor a staging folder
 
 
 def test_report_option_picks_the_final_evaluation(tmp_path, corpus_files, capsys):

@@ -8,65 +8,159 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from rnnkit import datasets
 from rnnkit.classification import ClassificationTask
-from rnnkit.config import RunConfig
-from rnnkit.data import load_classification, load_corpus
+from rnnkit.config import RunConfig, flag
 from rnnkit.errors import UsageError
 from rnnkit.language_model import LanguageModelTask
 from rnnkit.precision import evaluation_device, resolve_device
 from rnnkit.rundir import RunDir
-from rnnkit.train import train
+from rnnkit.train import Task, start_session, train
+
+TASKS: dict[str, type] = {"classify": ClassificationTask, "lm": LanguageModelTask}
+
+# Settings a resumed run may change: none of them changes the finished steps, the batch plan
+# or the random streams (epochs, patience and max_minutes only say when to stop).
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device",
+                     "eval_batch_size")
 
 
 def build_task(cfg: RunConfig, want: tuple[str, ...], run: RunDir | None = None,
-               log: Any = print) -> ClassificationTask | LanguageModelTask:
+               log: Any = print) -> Any:
     """Load the data a task needs; with `run`, reuse that run's vocabulary and labels."""
+    task_class = TASKS[cfg.model.task]
     vocab = run.vocab() if run is not None else None
-    if cfg.model.task == "lm":
-        return LanguageModelTask(cfg, load_corpus(cfg.data, want, vocab))
-    classes = run.labels()["classes"] if run is not None else None
-    data = load_classification(cfg.data, cfg.train.seed, want, vocab, classes)
-    for note in data.notes:
-        log(note)
-    return ClassificationTask(cfg, data)
+    labels = run.labels() if run is not None and cfg.model.task == "classify" else None
+    return task_class.load(cfg, want, vocab, labels, log)
+
+
+def check_resume(saved: RunConfig, cfg: RunConfig, out: Path | str) -> None:
+    """Exact resume or none: refuse any change that would make the resumed run differ from
+    an uninterrupted one, naming the setting."""
+    for group in ("data", "model", "train"):
+        old, new = dataclasses.asdict(getattr(saved, group)), dataclasses.asdict(
+            getattr(cfg, group))
+        for name, value in new.items():
+            if value != old[name] and not (group == "train" and name in RESUMABLE_CHANGES):
+                raise UsageError(
+                    f"{out}: --resume cannot change {flag(name)} ({old[name]!r} -> {value!r}): "
+                    "it would change the steps already trained or their batches and random "
+                    "streams; only " + ", ".join(flag(n) for n in RESUMABLE_CHANGES)
+                    + " may change (train a new run with --out for other settings)")
+
+
+def check_home() -> None:
+    """The cache folder must be writable before any data is read."""
+    home = datasets.home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=home).close()
+    except OSError as exc:
+        raise UsageError(f"RNNKIT_HOME {home}: not writable ({exc.strerror or exc}); point "
+                         "RNNKIT_HOME at a folder of yours") from None
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_memory(task: Task | None, cfg: RunConfig, vocab_size: int = 2,
+                 num_classes: int = 2) -> None:
+    """Refuse a model whose weights, gradients and optimizer state (four copies in float32)
+    cannot fit in this machine's free memory, before it is built. The model is counted on
+    torch's `meta` device, which allocates nothing."""
+    with torch.device("meta"):
+        if task is not None:
+            model = task.build_model()
+        elif cfg.model.task == "lm":
+            from rnnkit.models.lm import LanguageModel
+            if cfg.model.softmax == "adaptive":  # the cutoffs need a vocabulary past them
+                vocab_size = max(vocab_size, max(cfg.model.cutoff_list()) + 2)
+            model = LanguageModel(vocab_size, cfg.model)
+        else:
+            from rnnkit.models.classifier import Classifier
+            buckets = cfg.data.ngram_buckets if cfg.data.ngram_order else 0
+            model = Classifier(vocab_size, num_classes, cfg.model, 0, buckets)
+    tensors = list(model.parameters()) + list(model.buffers())
+    need = 4 * sum(t.numel() * t.element_size() for t in tensors)
+    free = _available_memory()
+    if need > free:
+        m = cfg.model
+        raise UsageError(
+            f"the model needs about {need / 2**30:,.1f} GiB to train (weights, gradients and "
+            f"optimizer state) and this machine has {free / 2**30:,.1f} GiB free: lower "
+            f"--hidden-size ({m.hidden_size}), --num-layers ({m.num_layers}), "
+            f"--embedding-dim ({m.embedding_dim}), --max-vocab or --ngram-buckets")
 
 
 def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: int = 0,
               log: Any = print, log_every: int = 0,
               report: tuple[str, ...] = ("valid", "test")) -> dict:
     """Train (or resume) the run in `out`, then report the metrics of the best weights on the
-    `report` splits. Returns the results that are also written to results.json."""
+    `report` splits. Returns the results that are also written to results.json.
+
+    Everything that can be checked is checked before anything is written; a new run
+    directory appears whole, with a step-0 trainer state, so it can always be resumed.
+    """
+    if max_steps < 0:
+        raise UsageError(f"--max-steps must be >= 0, got {max_steps}")
+    if log_every < 0:
+        raise UsageError(f"--log-every must be >= 0, got {log_every}")
     run = RunDir(out)
     if resume:
-        saved = run.config()
-        if cfg.model != saved.model or cfg.data != saved.data:
-            raise UsageError(f"{out}: --resume keeps the run's data and model settings; "
-                             "only training settings (epochs, max_minutes, ...) may change")
-    elif run.config_path.exists():
-        raise UsageError(f"{out}: a run already exists here; use --resume to continue it or "
-                         "choose another --out")
+        check_resume(run.config(), cfg, out)
+        if not run.trainer_path.is_file():
+            raise UsageError(f"{out}: nothing to resume (no trainer.pt: the run was written by "
+                             "an older rnnkit and stopped before its first checkpoint); "
+                             "remove it and train again")
+    else:
+        run.check_new()
+    check_home()
     resolve_device(cfg.train.device)  # a missing GPU is said before anything is written
+    check_memory(None, cfg)
     started = time.monotonic()
     task = build_task(cfg, ("train", "valid", "test"), run if resume else None, log)
-    data = task.data
-    meta: dict[str, Any] = {"vocab_size": len(data.vocab)}
-    labels = None
-    if isinstance(task, ClassificationTask):
-        meta["num_classes"] = len(task.data.classes)
-        labels = {"classes": task.data.classes, "names": task.data.label_names}
-        sizes = {k: len(v.ids) for k, v in task.data.splits.items()}
+    check_memory(task, cfg)
+    log(f"data: {', '.join(f'{k} {v:,}' for k, v in task.sizes().items())}; vocabulary "
+        f"{len(task.data.vocab):,}")
+    if resume:
+        run.remove_stale_temporaries()
+        session = start_session(cfg, task, run.load_trainer(), log)
     else:
-        sizes = {k: len(v) for k, v in task.data.splits.items()}
-    if not resume:
-        run.write_meta(cfg, data.vocab, meta, labels)
-    log(f"data: {', '.join(f'{k} {v:,}' for k, v in sizes.items())}; vocabulary "
-        f"{len(data.vocab):,}")
-    progress = train(run, cfg, task, resume=resume, max_steps=max_steps, log=log,
-                     log_every=log_every)
+        session = start_session(cfg, task, None, log)
+        run.create(cfg, task.data.vocab, task.meta(), task.labels(), session.trainer_state())
+    try:
+        progress = train(run, cfg, task, session, max_steps=max_steps, log=log,
+                         log_every=log_every)
+    except Exception as exc:
+        if not resume and not run.weights_path.exists() and isinstance(exc, UsageError):
+            # Nothing was learned: leave no run behind, so the same --out can be used again.
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise UsageError(f"{exc}; nothing was kept in {out}") from None
+        if isinstance(exc, UsageError):
+            raise UsageError(f"{exc}; the last good checkpoint is kept in {run.trainer_path}"
+                             ) from None
+        raise
     results = final_report(run, task, log, report)
     results["train_seconds"] = round(progress["elapsed"], 1)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -75,7 +169,7 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     return results
 
 
-def final_report(run: RunDir, task: ClassificationTask | LanguageModelTask, log: Any = print,
+def final_report(run: RunDir, task: Any, log: Any = print,
                  splits: tuple[str, ...] = ("valid", "test")) -> dict:
     model = task.build_model()
     run.load_weights(model)
@@ -85,15 +179,8 @@ def final_report(run: RunDir, task: ClassificationTask | LanguageModelTask, log:
         if split in task.data.splits:
             metrics = task.evaluate(model, split)
             results[split] = metrics
-            log(f"{split}: " + _summary(metrics))
+            log(f"{split}: " + task.summary(metrics))
     return results
-
-
-def _summary(metrics: dict) -> str:
-    if "perplexity" in metrics:
-        return f"perplexity {metrics['perplexity']:.2f} over {metrics['tokens']:,} tokens"
-    return (f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
-            f"({metrics['examples']:,} examples)")
 
 
 def evaluate_run(path: Path | str, split: str = "test", data_overrides: dict | None = None,

@@ -9,17 +9,19 @@ changes speed, never results.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rnnkit.config import RunConfig
-from rnnkit.data import ClassificationData, LabeledSplit
+from rnnkit.data import ClassificationData, LabeledSplit, load_classification
 from rnnkit.embeddings import embedding_matrix
 from rnnkit.metrics import classification_report
 from rnnkit.models.classifier import Classifier
 from rnnkit.ngrams import NgramFeatures
+from rnnkit.vocab import Vocab
 
 POOL_BATCHES = 50
 
@@ -93,6 +95,39 @@ class ClassificationTask:
         if cfg.data.ngram_order:
             self.ngrams = NgramFeatures(cfg.data.ngram_order, cfg.data.ngram_buckets,
                                         len(data.vocab))
+
+    @classmethod
+    def load(cls, cfg: RunConfig, want: tuple[str, ...], vocab: Vocab | None = None,
+             labels: dict | None = None, log: Any = print) -> "ClassificationTask":
+        """Read the splits in `want`; a saved run's vocabulary and labels are reused."""
+        classes = labels["classes"] if labels is not None else None
+        data = load_classification(cfg.data, cfg.train.seed, want, vocab, classes)
+        for note in data.notes:
+            log(note)
+        return cls(cfg, data)
+
+    def meta(self) -> dict[str, Any]:
+        """What config.json records about the data."""
+        return {"vocab_size": len(self.data.vocab), "num_classes": len(self.data.classes)}
+
+    def labels(self) -> dict[str, Any]:
+        return {"classes": self.data.classes, "names": self.data.label_names}
+
+    def sizes(self) -> dict[str, int]:
+        return {split: len(part.ids) for split, part in self.data.splits.items()}
+
+    def token_loss(self, loss: torch.Tensor) -> float:
+        return float(loss)
+
+    def epoch_extras(self, train_loss: float) -> dict[str, float]:
+        return {}
+
+    def live(self, loss: float, rate: float) -> dict[str, str]:
+        return {"loss": f"{loss:.3f}", "ex/s": f"{rate:,.0f}"}
+
+    def summary(self, metrics: dict) -> str:
+        return (f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+                f"({metrics['examples']:,} examples)")
 
     def build_model(self) -> Classifier:
         buckets = self.cfg.data.ngram_buckets if self.cfg.data.ngram_order else 0

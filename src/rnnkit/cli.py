@@ -82,8 +82,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     report = () if args.report == "none" else tuple(args.report.split(","))
     if any(split not in ("valid", "test") for split in report):
         raise UsageError(f"--report takes valid, test, valid,test or none; got {args.report!r}")
+    # Progress and log lines go to standard error, so that standard output carries only the
+    # result: the JSON object with --json, else the run's path.
     results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps,
-                            log_every=args.log_every, report=report)
+                            log=_stderr, log_every=args.log_every, report=report)
     if args.json:
         print(json.dumps(results))
     else:
@@ -201,8 +203,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stderr(*parts: Any, **_: Any) -> None:
-    print(*parts, file=sys.stderr)
+def _stderr(*parts: Any, flush: bool = True, **_: Any) -> None:
+    print(*parts, file=sys.stderr, flush=flush)
 
 
 # --- parser ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ directory, which is enough to rebuild the model.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ class DataConfig:
     ngram_buckets: int = 1 << 22  # hashed n-gram table size
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check_choice("tokenizer", self.tokenizer, TOKENIZERS)
         _check_choice("truncate", self.truncate, ("head", "tail", "head+tail"))
         _check_choice("embeddings_unknown", self.embeddings_unknown, ("random", "mean"))
@@ -52,9 +54,9 @@ class DataConfig:
         _check_range("max_vocab", self.max_vocab, 0)
         _check_range("limit_train", self.limit_train, 0)
         _check_range("ngram_order", self.ngram_order, 0, 4)
-        _check_range("ngram_buckets", self.ngram_buckets, 1024)
+        _check_range("ngram_buckets", self.ngram_buckets, 1024, MAX_NGRAM_BUCKETS)
         if not 0.0 <= self.valid_fraction < 1.0:
-            raise UsageError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
+            raise UsageError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ModelConfig:
     ngram_dropout: float = 0.0  # classification: share of n-gram features dropped in training
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check_choice("task", self.task, TASKS)
         _check_choice("cell", self.cell, CELLS)
         _check_choice("pooling", self.pooling, POOLINGS)
@@ -82,21 +85,33 @@ class ModelConfig:
         if self.softmax == "adaptive" and self.tie_weights:
             raise UsageError("the adaptive softmax cannot be tied to the embeddings; "
                              "set --tie-weights false")
-        try:
-            [int(c) for c in self.cutoffs.split(",")]
-        except ValueError:
-            raise UsageError(f"cutoffs must be comma-separated integers, got {self.cutoffs!r}") \
-                from None
-        _check_range("embedding_dim", self.embedding_dim, 1)
-        _check_range("hidden_size", self.hidden_size, 1)
-        _check_range("num_layers", self.num_layers, 1)
+        cutoffs = self.cutoff_list()
+        if any(c <= 0 for c in cutoffs) or cutoffs != sorted(set(cutoffs)):
+            raise UsageError(f"--cutoffs must be increasing positive integers, got "
+                             f"{self.cutoffs!r}")
+        if self.tie_weights and self.embedding_dim != self.hidden_size:
+            raise UsageError(f"--tie-weights needs --embedding-dim equal to --hidden-size "
+                             f"({self.embedding_dim} != {self.hidden_size})")
+        _check_range("embedding_dim", self.embedding_dim, 1, MAX_WIDTH)
+        _check_range("hidden_size", self.hidden_size, 1, MAX_WIDTH)
+        _check_range("num_layers", self.num_layers, 1, MAX_LAYERS)
+        if self.init_range < 0:
+            raise UsageError(f"--init-range must not be negative, got {self.init_range}")
         for name in ("dropout", "ngram_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise UsageError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+                raise UsageError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if self.task == "lm" and self.bidirectional:
             raise UsageError("a language model cannot be bidirectional: set --bidirectional false")
         if self.tie_weights and self.task != "lm":
             raise UsageError("tie_weights applies to language models only")
+
+
+    def cutoff_list(self) -> list[int]:
+        try:
+            return [int(c) for c in self.cutoffs.split(",")]
+        except ValueError:
+            raise UsageError(f"--cutoffs must be comma-separated integers, got "
+                             f"{self.cutoffs!r}") from None
 
 
 @dataclass(frozen=True)
@@ -123,21 +138,28 @@ class TrainConfig:
     device: str = "auto"  # auto (a CUDA GPU if one is visible, else the CPU) | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         check_device_name(self.device)
         _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         _check_choice("loss_scale", self.loss_scale, ("mean", "sum_steps"))
         _check_choice("schedule", self.schedule, ("none", "step", "plateau", "cosine"))
         _check_choice("precision", self.precision, ("fp32", "bf16"))
-        _check_range("batch_size", self.batch_size, 1)
-        _check_range("eval_batch_size", self.eval_batch_size, 1)
-        _check_range("num_steps", self.num_steps, 1)
-        _check_range("epochs", self.epochs, 1)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        _check_range("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)
+        _check_range("num_steps", self.num_steps, 1, MAX_BATCH)
+        _check_range("epochs", self.epochs, 1, 1_000_000)
         _check_range("patience", self.patience, 0)
-        _check_range("threads", self.threads, 0)
-        if self.lr <= 0:
-            raise UsageError(f"lr must be positive, got {self.lr}")
-        if self.clip < 0 or self.max_minutes < 0:
-            raise UsageError("clip and max_minutes must not be negative")
+        _check_range("decay_start", self.decay_start, 0)
+        _check_range("threads", self.threads, 0, 4096)
+        _check_range("seed", self.seed, 0, MAX_SEED)
+        for name in ("lr", "sparse_lr"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "clip", "max_minutes"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{flag(name)} must not be negative, got {getattr(self, name)}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise UsageError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
 
 
 @dataclass(frozen=True)
@@ -178,6 +200,29 @@ class RunConfig:
         )
 
 
+# Bounds that no real run reaches; beyond them a setting is a typo. Whether a model of
+# allowed sizes fits in memory is checked once the vocabulary is known (api.check_memory).
+MAX_WIDTH = 1 << 16  # embedding_dim, hidden_size
+MAX_LAYERS = 64
+MAX_BATCH = 1 << 20
+MAX_NGRAM_BUCKETS = 1 << 30
+MAX_SEED = 2 ** 32 - 1  # the per-epoch torch seed is seed * 1000 + epoch, below 2^64
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: hidden_size -> --hidden-size."""
+    return "--" + name.replace("_", "-")
+
+
+def _check_finite(config: Any) -> None:
+    """NaN and infinity pass every comparison test unnoticed: refuse them by name first."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.type == "float" and not (isinstance(value, (int, float))
+                                      and math.isfinite(value)):
+            raise UsageError(f"{flag(f.name)} must be a finite number, got {value}")
+
+
 def check_device_name(name: str) -> None:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
         raise UsageError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
@@ -185,13 +230,13 @@ def check_device_name(name: str) -> None:
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise UsageError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise UsageError(f"{flag(name)} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _check_range(name: str, value: int, low: int, high: int | None = None) -> None:
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise UsageError(f"{name} must be {bound}, got {value}")
+        raise UsageError(f"{flag(name)} must be {bound}, got {value}")
 
 
 FIELD_GROUP: dict[str, str] = {

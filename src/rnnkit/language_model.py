@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import torch
 
+import math
+from typing import Any
+
 from rnnkit.config import RunConfig
-from rnnkit.data import CorpusData
+from rnnkit.data import CorpusData, load_corpus
+from rnnkit.errors import DataError
 from rnnkit.metrics import perplexity
+from rnnkit.vocab import Vocab
 from rnnkit.models.encoder import State
 from rnnkit.models.lm import LanguageModel
 from rnnkit.precision import autocast
@@ -52,14 +57,42 @@ class LanguageModelTask:
         self.data = data
         self.streams: torch.Tensor | None = None
         if "train" in data.splits:
+            tokens = len(data.splits["train"])
+            if tokens // cfg.train.batch_size < 2:
+                raise DataError(f"--batch-size {cfg.train.batch_size} is too large for a "
+                                f"training corpus of {tokens:,} tokens (each of the parallel "
+                                f"streams needs two tokens at least); use --batch-size "
+                                f"{max(1, tokens // 2)} or less")
             self.streams = batchify(data.splits["train"], cfg.train.batch_size)
-            if self.streams.shape[1] < 2:
-                raise ValueError("training corpus is shorter than one token per stream")
+
+    @classmethod
+    def load(cls, cfg: RunConfig, want: tuple[str, ...], vocab: Vocab | None = None,
+             labels: dict | None = None, log: Any = print) -> "LanguageModelTask":
+        return cls(cfg, load_corpus(cfg.data, want, vocab))
+
+    def meta(self) -> dict[str, Any]:
+        return {"vocab_size": len(self.data.vocab)}
+
+    def labels(self) -> None:
+        return None
+
+    def sizes(self) -> dict[str, int]:
+        return {split: len(ids) for split, ids in self.data.splits.items()}
+
+    def epoch_extras(self, train_loss: float) -> dict[str, float]:
+        return {"train_perplexity": math.exp(min(train_loss, 700))}
+
+    def live(self, loss: float, rate: float) -> dict[str, str]:
+        return {"loss": f"{loss:.3f}", "tok/s": f"{rate:,.0f}",
+                "ppl": f"{math.exp(min(loss, 700)):.1f}"}
+
+    def summary(self, metrics: dict) -> str:
+        return f"perplexity {metrics['perplexity']:.2f} over {metrics['tokens']:,} tokens"
 
     def build_model(self) -> LanguageModel:
         return LanguageModel(len(self.data.vocab), self.cfg.model)
 
-    def prepare(self, model: LanguageModel) -> None:
+    def prepare(self, model: LanguageModel, log: Any = print) -> None:
         pass
 
     def train_batches(self, epoch: int) -> list[int]:

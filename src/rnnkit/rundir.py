@@ -7,15 +7,21 @@
     RUN/trainer.pt        everything needed to resume exactly: latest weights, optimizer,
                           RNG, position in the epoch, carried LM state (tensors and plain
                           values only; loaded with weights_only=True)
-    RUN/metrics.jsonl     one line per evaluation
+    RUN/checksums.json    SHA-256 of model.safetensors and trainer.pt, checked on every load
+    RUN/metrics.jsonl     one line per epoch (rewritten from trainer.pt's history)
     RUN/curve.png         training curve
     RUN/results.json      final validation and test metrics
-Every file is written atomically.
+Every file is written atomically, and a new run directory appears whole: it is assembled in a
+hidden staging folder beside it (config, vocabulary, labels and the step-0 trainer state) and
+renamed into place, so any run directory can be resumed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ from torch import nn
 from rnnkit import __version__
 from rnnkit.config import RunConfig
 from rnnkit.errors import UsageError
-from rnnkit.io import atomic_write, atomic_write_text
+from rnnkit.files import atomic_write, atomic_write_text
 from rnnkit.vocab import Vocab
 
 
@@ -120,34 +126,118 @@ class RunDir:
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     results_path = property(lambda self: self.path / "results.json")
     curve_path = property(lambda self: self.path / "curve.png")
+    checksums_path = property(lambda self: self.path / "checksums.json")
+
+    # --- a new run ----------------------------------------------------------------------
+
+    def check_new(self) -> None:
+        """Refuse an --out that cannot become a new run, before any data is read."""
+        out = self.path
+        for parent in out.parents:
+            if parent.exists() and not parent.is_dir():
+                raise UsageError(f"--out {out}: {parent} is a file, not a folder")
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: is a file; give a folder for the run")
+        if self.config_path.exists():
+            raise UsageError(f"{out}: a run already exists here; use --resume to continue it "
+                             "or choose another --out")
+        if out.is_dir() and any(out.iterdir()):
+            raise UsageError(f"--out {out}: the folder is not empty and is not an rnnkit run; "
+                             "choose a new or empty folder (rnnkit never overwrites files)")
+        ancestor = next(p for p in (out, *out.parents) if p.exists())
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out}: cannot write in {ancestor} (permission denied)")
+
+    def staging(self) -> Path:
+        return self.path.parent / f".{self.path.name}.rnnkit-staging-{os.getpid()}"
+
+    def create(self, cfg: RunConfig, vocab: Vocab, meta: dict[str, Any],
+               labels: dict[str, Any] | None, trainer_state: dict[str, Any]) -> None:
+        """Write a new run (config, vocabulary, labels, the step-0 trainer state) into a
+        staging folder and rename it into place: the run directory appears whole or not at
+        all, and can always be resumed."""
+        self.check_new()
+        for stale in self.path.parent.glob(f".{self.path.name}.rnnkit-staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed process
+        stage = RunDir(self.staging())
+        try:
+            stage.path.mkdir(parents=True)
+            vocab.save(stage.vocab_path)
+            if labels is not None:
+                atomic_write_text(stage.labels_path, json.dumps(labels, indent=1))
+            record = {"rnnkit": __version__, "task": cfg.model.task, **meta,
+                      "config": cfg.to_dict()}
+            atomic_write_text(stage.config_path, json.dumps(record, indent=1))
+            stage.save_trainer(trainer_state)
+            if self.path.is_dir():
+                self.path.rmdir()  # empty (checked): rename cannot replace it otherwise
+            os.rename(stage.path, self.path)
+        except OSError as exc:
+            raise UsageError(f"--out {self.path}: cannot write the run ({exc.strerror or exc})"
+                             ) from None
+        finally:
+            if stage.path.exists():
+                shutil.rmtree(stage.path, ignore_errors=True)
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporary files of a writer that was killed mid-write (atomic_write's `.NAME.*.tmp`)."""
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
     # --- writing ------------------------------------------------------------------------
 
-    def write_meta(self, cfg: RunConfig, vocab: Vocab, meta: dict[str, Any],
-                   labels: dict[str, Any] | None = None) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        vocab.save(self.vocab_path)
-        if labels is not None:
-            atomic_write_text(self.labels_path, json.dumps(labels, indent=1))
-        record = {"rnnkit": __version__, "task": cfg.model.task, **meta, "config": cfg.to_dict()}
-        atomic_write_text(self.config_path, json.dumps(record, indent=1))
+    def _checked_write(self, path: Path, write: Any) -> None:
+        """atomic_write that records the new file's SHA-256 in checksums.json. Both the old
+        and the new sum are listed while the file is replaced, so a kill at any moment leaves
+        a file whose sum is listed."""
+        def write_and_record(tmp: Path) -> None:
+            write(tmp)
+            sums = self._checksums()
+            previous = sums.get(path.name, [])
+            sums[path.name] = [sha256_file(tmp)] + previous[:1]
+            atomic_write_text(self.checksums_path, json.dumps(sums, indent=1))
+
+        atomic_write(path, write_and_record)
+        sums = self._checksums()
+        sums[path.name] = sums.get(path.name, [])[:1]
+        atomic_write_text(self.checksums_path, json.dumps(sums, indent=1))
+
+    def _checksums(self) -> dict[str, list[str]]:
+        if not self.checksums_path.is_file():
+            return {}
+        try:
+            sums = json.loads(self.checksums_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{self.checksums_path}: corrupted ({exc}); restore the file or "
+                             "retrain") from None
+        return sums if isinstance(sums, dict) else {}
+
+    def verify(self, path: Path) -> None:
+        """A weights or trainer file whose SHA-256 is not the one recorded when it was written
+        is damaged: an error naming it, never silently used."""
+        known = self._checksums().get(path.name)
+        if known is None:
+            return  # a run written before checksums were recorded
+        if sha256_file(path) not in known:
+            raise UsageError(f"{path}: checksum mismatch, the file is damaged (it changed after "
+                             "rnnkit wrote it); restore it or retrain")
 
     def save_weights(self, model: nn.Module) -> None:
         tensors, metadata = _compact_state(model)
         if tensors is None:
-            atomic_write(self.weights_path,
-                         lambda tmp: safetensors.torch.save_model(model, str(tmp)))
+            self._checked_write(self.weights_path,
+                                lambda tmp: safetensors.torch.save_model(model, str(tmp)))
         else:
-            atomic_write(self.weights_path, lambda tmp: safetensors.torch.save_file(
+            self._checked_write(self.weights_path, lambda tmp: safetensors.torch.save_file(
                 tensors, str(tmp), metadata=metadata))
 
     def save_trainer(self, state: dict[str, Any]) -> None:
         compact = _compact_tree(state)
-        atomic_write(self.trainer_path, lambda tmp: torch.save(compact, tmp))
+        self._checked_write(self.trainer_path, lambda tmp: torch.save(compact, tmp))
 
-    def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """metrics.jsonl from the epochs recorded in the trainer state, one line each."""
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in history))
 
     def write_results(self, results: dict[str, Any]) -> None:
         atomic_write_text(self.results_path, json.dumps(results, indent=1))
@@ -181,8 +271,16 @@ class RunDir:
 
     def labels(self) -> dict[str, Any]:
         labels = self._json(self.labels_path)
-        if not isinstance(labels, dict) or "classes" not in labels or "names" not in labels:
-            raise UsageError(f"{self.labels_path}: corrupted label file")
+        if not isinstance(labels, dict) or not isinstance(labels.get("classes"), list) \
+                or not isinstance(labels.get("names"), list):
+            raise UsageError(f"{self.labels_path}: corrupted label file (needs lists "
+                             "'classes' and 'names')")
+        expected = self.meta().get("num_classes")
+        sizes = {len(labels["classes"]), len(labels["names"])}
+        if sizes != {expected or len(labels["classes"])}:
+            raise UsageError(f"{self.labels_path}: {len(labels['classes'])} classes and "
+                             f"{len(labels['names'])} names, but the model was trained with "
+                             f"{expected} classes; restore the run's labels.json")
         return labels
 
     def load_weights(self, model: nn.Module, path: Path | None = None) -> None:
@@ -190,6 +288,7 @@ class RunDir:
         if not path.is_file():
             raise UsageError(f"{self.path}: no trained weights yet ({path.name}); finish or "
                              f"resume training with `rnnkit train --resume {self.path}`")
+        self.verify(path)
         try:
             with safetensors.safe_open(str(path), "pt") as f:
                 sparse = json.loads((f.metadata() or {}).get(SPARSE_KEY, "{}"))
@@ -199,8 +298,9 @@ class RunDir:
             else:
                 missing, unexpected = safetensors.torch.load_model(model, str(path),
                                                                    strict=False)
-        except Exception as exc:  # safetensors raises several types for damaged files
-            raise UsageError(f"{path}: corrupted or foreign weights ({exc})") from None
+        except Exception as exc:  # safetensors and torch raise several types for these
+            raise UsageError(f"{path}: corrupted weights or weights of another model "
+                             f"({_first_line(exc)})") from None
         if missing or unexpected:
             raise UsageError(f"{path}: weights do not match config.json (missing "
                              f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
@@ -208,10 +308,25 @@ class RunDir:
     def load_trainer(self) -> dict[str, Any] | None:
         if not self.trainer_path.is_file():
             return None
+        self.verify(self.trainer_path)
         try:
             # On the CPU first: a GPU run resumes on another device, or on none.
             saved = torch.load(self.trainer_path, map_location="cpu", weights_only=True)
             return _expand_tree(saved)
         except Exception as exc:  # damaged file
-            raise UsageError(f"{self.trainer_path}: corrupted trainer state ({exc}); delete it "
-                             "to start over") from None
+            raise UsageError(f"{self.trainer_path}: corrupted trainer state "
+                             f"({_first_line(exc)}); restore it or train a new run") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    """torch's messages run over several lines; ours are one."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

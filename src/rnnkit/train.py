@@ -31,14 +31,22 @@ from rnnkit.rundir import RunDir
 
 
 class Task(Protocol):
-    metric: str
+    """What differs between classifiers and language models; the loop owns the rest."""
+
+    cfg: RunConfig
+    metric: str  # the validation metric that picks the best weights
     higher_is_better: bool
 
     def build_model(self) -> nn.Module: ...
-    def prepare(self, model: nn.Module) -> None: ...
+    def prepare(self, model: nn.Module, log: Any) -> None: ...
     def train_batches(self, epoch: int) -> list[Any]: ...
-    def train_step(self, model: nn.Module, batch: Any, state: Any) -> tuple[torch.Tensor, int, Any]: ...
+    def train_step(self, model: nn.Module, batch: Any, state: Any
+                   ) -> tuple[torch.Tensor, int, Any]: ...
+    def token_loss(self, loss: torch.Tensor) -> float: ...
     def evaluate(self, model: nn.Module, split: str) -> dict: ...
+    def epoch_extras(self, train_loss: float) -> dict[str, float]: ...
+    def live(self, loss: float, rate: float) -> dict[str, str]: ...
+    def summary(self, metrics: dict) -> str: ...
 
 
 class NonFiniteLoss(UsageError):
@@ -57,6 +65,8 @@ class Progress:
     lr: float = 0.0
     elapsed: float = 0.0  # seconds of training so far, over all sessions
     finished: bool = False
+    epoch_loss: float = 0.0  # summed token/example loss of this epoch's batches so far
+    epoch_count: int = 0  # tokens/examples behind epoch_loss
     history: list[dict] = field(default_factory=list)
 
 
@@ -66,7 +76,12 @@ class Optimizers:
 
     def __init__(self, main: torch.optim.Optimizer, sparse: torch.optim.Optimizer | None):
         self.main, self.sparse = main, sparse
-        self.param_groups = main.param_groups
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # Always the optimizer's own list: load_state_dict replaces it with a new one, so a
+        # copy taken earlier would take the schedule's rates and the optimizer none.
+        return self.main.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in (self.main, self.sparse):
@@ -160,17 +175,52 @@ class _Interrupt:
             signal.signal(sig, handler)
 
 
-def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
-          max_steps: int = 0, log: Any = print, log_every: int = 0) -> dict:
-    """Train until the schedule ends, early stopping, the time budget or an interrupt.
+@dataclass
+class Session:
+    """What one training session holds: the model, its optimizer, the progress and the
+    recurrent state carried between LM windows."""
 
-    Returns the final progress record. `max_steps` (tests) stops after that many updates as if
-    interrupted.
-    """
+    model: nn.Module
+    optimizer: Optimizers
+    progress: Progress
+    device: torch.device
+    state: Any = None
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Everything `trainer.pt` holds: resuming from it continues bit for bit."""
+        device = self.device
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "progress": self.progress.__dict__, "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "state": list(self.state) if self.state is not None else None}
+
+
+def start_session(cfg: RunConfig, task: Task, saved: dict[str, Any] | None, log: Any
+                  ) -> Session:
+    """A new session from the seed (model initialised, pretrained parts filled in) or, with
+    `saved` (trainer.pt), the interrupted one restored exactly."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
+    model = task.build_model()
+    if saved is None:
+        task.prepare(model, log)  # pretrained rows, n-gram ratios (a resume loads them instead)
+    model.to(device)  # before the optimizer: its state follows the parameters' device
+    session = Session(model, make_optimizer(model, cfg), Progress(lr=cfg.train.lr), device)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        session.optimizer.load_state_dict(saved["optimizer"])
+        session.progress = Progress(**saved["progress"])
+        if saved.get("state"):
+            session.state = tuple(s.to(device) for s in saved["state"])
+        torch.set_rng_state(saved["rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+    return session
+
+
+def _notes(cfg: RunConfig, device: torch.device, log: Any) -> None:
     if device.type == "cuda":
         log(f"training on {device} ({torch.cuda.get_device_name(device)})")
     if cfg.train.precision == "bf16" and not bf16_available(device):
@@ -178,140 +228,160 @@ def train(run: RunDir, cfg: RunConfig, task: Task, resume: bool = False,
                  else "AVX-512 BF16 or AMX")
         log(f"note: this {'GPU' if device.type == 'cuda' else 'CPU'} has no native bfloat16 "
             f"({needs}); --precision bf16 falls back to fp32")
-    model = task.build_model()
-    saved = run.load_trainer() if resume else None
-    if saved is None:
-        task.prepare(model)  # pretrained rows, n-gram ratios (a resume loads them instead)
-    model.to(device)  # before the optimizer: its state follows the parameters' device
-    optimizer = make_optimizer(model, cfg)
-    progress = Progress(lr=cfg.train.lr)
-    state: Any = None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        progress = Progress(**saved["progress"])
-        state = tuple(s.to(device) for s in saved["state"]) if saved.get("state") else None
-        torch.set_rng_state(saved["rng"])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        if progress.finished:
-            log(f"{run.path}: training already finished; nothing to resume")
-            return progress.__dict__
+
+
+def can_continue(cfg: RunConfig, progress: Progress) -> bool:
+    """Whether a run has epochs left: a finished run continues when --epochs grew (and, after
+    an early stop, when --patience grew past its epochs without improvement)."""
+    patience_spent = cfg.train.patience and progress.bad_epochs >= cfg.train.patience
+    return progress.epoch < cfg.train.epochs and not patience_spent
+
+
+def train(run: RunDir, cfg: RunConfig, task: Task, session: Session, max_steps: int = 0,
+          log: Any = print, log_every: int = 0) -> dict:
+    """Train until the schedule ends, early stopping, the time budget or an interrupt, saving
+    the best weights and, at each epoch's end and at any stop, the trainer state.
+
+    Returns the final progress record. `max_steps` stops after that many updates as if
+    interrupted (resumable).
+    """
+    progress = session.progress
+    _notes(cfg, session.device, log)
+    if progress.finished and not can_continue(cfg, progress):
+        log(f"{run.path}: training already finished; nothing to resume")
+        return progress.__dict__
+    if progress.finished:
+        log(f"{run.path}: continuing the finished run to epoch {cfg.train.epochs}")
+        progress.finished = False
+    elif progress.step:
         log(f"resuming at epoch {progress.epoch + 1}, batch {progress.batch}")
-    elif resume:
-        raise UsageError(f"{run.path}: nothing to resume (no trainer.pt)")
-
-    def checkpoint() -> None:
-        run.save_trainer({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "progress": progress.__dict__, "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "state": list(state) if state is not None else None,
-        })
-
-    budget = cfg.train.max_minutes * 60
-    clock = time.monotonic() - progress.elapsed
-    steps_total = cfg.train.epochs * len(task.train_batches(0))
-    stop_reason = ""
+    run.write_metrics(progress.history)  # a row written after the last checkpoint is gone
+    loop = _Loop(run, cfg, task, session, log, log_every, max_steps)
     with _Interrupt() as interrupt:
-        while progress.epoch < cfg.train.epochs and not stop_reason:
-            epoch = progress.epoch
-            batches = task.train_batches(epoch)
-            if progress.batch == 0:
-                torch.manual_seed(cfg.train.seed * 1000 + epoch)
-                progress.lr = epoch_lr(cfg, epoch, progress.lr)
-                state = None
-            model.train()
-            totals = [0.0, 0]  # summed token/example loss, count
-            started = time.monotonic()
-            bar = tqdm(total=len(batches), initial=progress.batch, desc=f"epoch {epoch + 1}",
-                       leave=False, disable=None, file=sys.stderr)
-            report_every = log_every or max(1, len(batches) // 10)
-            for index in range(progress.batch, len(batches)):
-                lr = (cosine_lr(cfg, progress.step, steps_total) if cfg.train.schedule == "cosine"
-                      else progress.lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss, count, state = task.train_step(model, batches[index], state)
-                if not torch.isfinite(loss):
-                    kept = (f"the last good checkpoint is kept in {run.trainer_path}"
-                            if run.trainer_path.exists() else "no checkpoint was written yet")
-                    raise NonFiniteLoss(
-                        f"non-finite loss at epoch {epoch + 1}, step {progress.step + 1}; "
-                        f"{kept} (try a lower --lr or a --clip)")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.train.clip:
-                    clip_gradients(model, cfg.train.clip)
-                optimizer.step()
-                progress.step += 1
-                progress.batch = index + 1
-                token_loss = getattr(task, "token_loss", float)(loss.detach())
-                totals[0] += token_loss * count
-                totals[1] += count
-                rate = totals[1] / max(1e-9, time.monotonic() - started)
-                bar.update(1)
-                if index % 20 == 0:
-                    bar.set_postfix(_live(task, totals, rate), refresh=False)
-                if (bar.disable or log_every) and (index + 1) % report_every == 0:
-                    log(f"epoch {epoch + 1} {index + 1}/{len(batches)} "
-                        + " ".join(f"{k} {v}" for k, v in _live(task, totals, rate).items()),
-                        flush=True)
-                progress.elapsed = time.monotonic() - clock
-                if interrupt.stop:
-                    stop_reason = "interrupted"
-                elif budget and progress.elapsed >= budget:
-                    stop_reason = f"time budget of {cfg.train.max_minutes:g} min reached"
-                elif max_steps and progress.step >= max_steps:
-                    stop_reason = f"stopped after {max_steps} steps"
-                if stop_reason and progress.batch < len(batches):
-                    break
-            bar.close()
-            if progress.batch < len(batches):  # stopped inside the epoch
-                checkpoint()
+        loop.interrupt = interrupt
+        while progress.epoch < cfg.train.epochs and not loop.stop_reason:
+            if not loop.train_epoch():
+                run.save_trainer(session.trainer_state())  # stopped inside the epoch
                 if not run.weights_path.exists():
-                    run.save_weights(model)  # something to evaluate and predict with
+                    run.save_weights(session.model)  # something to evaluate and predict with
                 break
-            train_loss = totals[0] / max(1, totals[1])
-            metrics = task.evaluate(model, "valid")
-            value = metrics[task.metric]
-            improved = progress.best is None or (
-                value > progress.best if task.higher_is_better else value < progress.best)
-            if improved:
-                progress.best, progress.bad_epochs = value, 0
-                run.save_weights(model)
-            else:
-                progress.bad_epochs += 1
-                if cfg.train.schedule == "plateau":
-                    progress.lr *= cfg.train.lr_decay
-            record = {"epoch": epoch + 1, "step": progress.step, "lr": lr,
-                      "train_loss": train_loss, "valid_loss": metrics["loss"],
-                      f"valid_{task.metric}": value,
-                      "seconds": round(time.monotonic() - clock, 1)}
-            if task.metric == "perplexity":
-                record["train_perplexity"] = math.exp(min(train_loss, 700))
-            progress.history.append(record)
-            run.append_metrics(record)
-            log(f"epoch {epoch + 1}: train loss {train_loss:.4f}  valid {task.metric} "
-                f"{value:.4f}{'  (best)' if improved else ''}  lr {lr:.4g}  "
-                f"{record['seconds']:.0f}s", flush=True)
-            progress.epoch, progress.batch = epoch + 1, 0
-            if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:
-                stop_reason = f"early stop: no improvement for {progress.bad_epochs} epochs"
-            if progress.epoch >= cfg.train.epochs or stop_reason.startswith("early"):
-                progress.finished = True
-            checkpoint()
-            plot_curve(progress.history, task.metric, run.curve_path)
-    if stop_reason:
-        log(f"{stop_reason}; resume with `rnnkit train --resume {run.path}`"
-            if not progress.finished else stop_reason)
+            loop.end_of_epoch()
+    if loop.stop_reason:
+        log(f"{loop.stop_reason}; resume with `rnnkit train --resume {run.path}`"
+            if not progress.finished else loop.stop_reason)
     return progress.__dict__
 
 
-def _live(task: Task, totals: list, rate: float) -> dict[str, str]:
-    loss = totals[0] / max(1, totals[1])
-    unit = "tok/s" if task.metric == "perplexity" else "ex/s"
-    out = {"loss": f"{loss:.3f}", unit: f"{rate:,.0f}"}
-    if task.metric == "perplexity":
-        out["ppl"] = f"{math.exp(min(loss, 700)):.1f}"
-    return out
+class _Loop:
+    """One epoch of batches, and what happens at its end."""
+
+    def __init__(self, run: RunDir, cfg: RunConfig, task: Task, session: Session, log: Any,
+                 log_every: int, max_steps: int):
+        self.run, self.cfg, self.task, self.session = run, cfg, task, session
+        self.log, self.log_every, self.max_steps = log, log_every, max_steps
+        self.budget = cfg.train.max_minutes * 60
+        self.clock = time.monotonic() - session.progress.elapsed
+        self.steps_total = cfg.train.epochs * len(task.train_batches(0))
+        self.stop_reason = ""
+        self.interrupt: _Interrupt | None = None
+        self.lr = session.progress.lr
+
+    def rate_for_step(self) -> float:
+        progress = self.session.progress
+        if self.cfg.train.schedule == "cosine":
+            return cosine_lr(self.cfg, progress.step, self.steps_total)
+        return progress.lr
+
+    def train_epoch(self) -> bool:
+        """Run the epoch's remaining batches; False when stopped inside the epoch."""
+        cfg, task, session = self.cfg, self.task, self.session
+        progress, model, optimizer = session.progress, session.model, session.optimizer
+        epoch = progress.epoch
+        batches = task.train_batches(epoch)
+        if progress.batch == 0:
+            torch.manual_seed(cfg.train.seed * 1000 + epoch)
+            progress.lr = epoch_lr(cfg, epoch, progress.lr)
+            progress.epoch_loss, progress.epoch_count = 0.0, 0
+            session.state = None
+        model.train()
+        started, seen = time.monotonic(), 0
+        bar = tqdm(total=len(batches), initial=progress.batch, desc=f"epoch {epoch + 1}",
+                   leave=False, disable=None, file=sys.stderr)
+        report_every = self.log_every or max(1, len(batches) // 10)
+        for index in range(progress.batch, len(batches)):
+            self.lr = self.rate_for_step()
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr
+            loss, count, session.state = task.train_step(model, batches[index], session.state)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, step "
+                                    f"{progress.step + 1} (try a lower --lr or a --clip)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.clip:
+                clip_gradients(model, cfg.train.clip)
+            optimizer.step()
+            progress.step += 1
+            progress.batch = index + 1
+            progress.epoch_loss += task.token_loss(loss.detach()) * count
+            progress.epoch_count += count
+            seen += count
+            live = task.live(progress.epoch_loss / max(1, progress.epoch_count),
+                             seen / max(1e-9, time.monotonic() - started))
+            bar.update(1)
+            if index % 20 == 0:
+                bar.set_postfix(live, refresh=False)
+            if (bar.disable or self.log_every) and (index + 1) % report_every == 0:
+                self.log(f"epoch {epoch + 1} {index + 1}/{len(batches)} "
+                         + " ".join(f"{k} {v}" for k, v in live.items()), flush=True)
+            progress.elapsed = time.monotonic() - self.clock
+            self.stop_reason = self._stop_reason()
+            if self.stop_reason and progress.batch < len(batches):
+                bar.close()
+                return False
+        bar.close()
+        return True
+
+    def _stop_reason(self) -> str:
+        progress = self.session.progress
+        if self.interrupt is not None and self.interrupt.stop:
+            return "interrupted"
+        if self.budget and progress.elapsed >= self.budget:
+            return f"time budget of {self.cfg.train.max_minutes:g} min reached"
+        if self.max_steps and progress.step >= self.max_steps:
+            return f"stopped after {self.max_steps} steps"
+        return ""
+
+    def end_of_epoch(self) -> None:
+        """Validate, keep the best weights, decay on a plateau, stop early, checkpoint."""
+        cfg, task, run, session = self.cfg, self.task, self.run, self.session
+        progress = session.progress
+        train_loss = progress.epoch_loss / max(1, progress.epoch_count)
+        metrics = task.evaluate(session.model, "valid")
+        value = metrics[task.metric]
+        improved = progress.best is None or (
+            value > progress.best if task.higher_is_better else value < progress.best)
+        if improved:
+            progress.best, progress.bad_epochs = value, 0
+            run.save_weights(session.model)
+        else:
+            progress.bad_epochs += 1
+            if cfg.train.schedule == "plateau":
+                progress.lr *= cfg.train.lr_decay
+        epoch = progress.epoch + 1
+        record = {"epoch": epoch, "step": progress.step, "lr": self.lr,
+                  "train_loss": train_loss, "valid_loss": metrics["loss"],
+                  f"valid_{task.metric}": value, **task.epoch_extras(train_loss),
+                  "seconds": round(time.monotonic() - self.clock, 1)}
+        progress.history.append(record)
+        self.log(f"epoch {epoch}: train loss {train_loss:.4f}  valid {task.metric} "
+                 f"{value:.4f}{'  (best)' if improved else ''}  lr {self.lr:.4g}  "
+                 f"{record['seconds']:.0f}s", flush=True)
+        progress.epoch, progress.batch = epoch, 0
+        if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:
+            self.stop_reason = f"early stop: no improvement for {progress.bad_epochs} epochs"
+        if progress.epoch >= cfg.train.epochs or self.stop_reason.startswith("early"):
+            progress.finished = True
+        run.save_trainer(session.trainer_state())
+        run.write_metrics(progress.history)
+        plot_curve(progress.history, task.metric, run.curve_path)

@@ -37,14 +37,28 @@ def test_result_independent_of_padding_and_batch(cell, bidirectional, pooling):
                                atol=1e-5, rtol=1e-5)
 
 
-def test_bidirectional_reads_both_ways():
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bidirectional_reads_both_ways(cell):
+    """Each half of the encoder's output is a one-way RNN over the embeddings: the forward
+    half reads the text as written, the backward half reads it from its last real token to
+    its first (never the padding), checked against torch's RNNs run by hand."""
     torch.manual_seed(0)
-    cfg = ModelConfig(bidirectional=True, pooling="last", hidden_size=4, embedding_dim=4,
+    cfg = ModelConfig(cell=cell, bidirectional=True, hidden_size=5, embedding_dim=4,
                       dropout=0.0)
-    model = Classifier(10, 2, cfg, pad_id=0).eval()
-    a = model(torch.tensor([[1, 2, 3]]), torch.tensor([3]))[0]
-    b = model(torch.tensor([[3, 2, 1]]), torch.tensor([3]))[0]
-    assert not torch.allclose(a, b)
+    model = Classifier(20, 2, cfg, pad_id=0).eval()
+    encoder = model.encoder
+    ids = torch.tensor([[3, 4, 5, 6, 7], [8, 9, 10, 0, 0]])  # the second is padded
+    lengths = torch.tensor([5, 3])
+    with torch.no_grad():
+        outputs, _ = encoder(ids, lengths)  # (B, T, 2H)
+        for row, n in enumerate(lengths.tolist()):
+            x = encoder.embedding(ids[row, :n]).unsqueeze(0)  # (1, n, E): real tokens only
+            forward = encoder.forward_rnns[0](x)[0][0]  # (n, H)
+            backward = encoder.backward_rnns[0](x.flip(1))[0][0].flip(0)  # back in order
+            torch.testing.assert_close(outputs[row, :n, :5], forward)
+            torch.testing.assert_close(outputs[row, :n, 5:], backward)
+        # and the two directions are not the same function
+        assert not torch.allclose(outputs[..., :5], outputs[..., 5:])
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

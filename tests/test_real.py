@@ -5,6 +5,8 @@ Floors were set from measured runs (docs/results.md) with a safety margin.
 
 import json
 
+import pytest
+
 from rnnkit.cli import main
 
 
@@ -15,6 +17,7 @@ def cli(capsys, *args):
     return out
 
 
+@pytest.mark.slow
 def test_imdb_subset_reaches_floor_and_cli_works(mirror, tmp_path, capsys):
     run = tmp_path / "imdb"
     # 2,000 training reviews, the seed's GloVe + 64-unit LSTM, fine-tuned, mean+max pooling;
@@ -32,6 +35,7 @@ def test_imdb_subset_reaches_floor_and_cli_works(mirror, tmp_path, capsys):
     assert results["test"]["accuracy"] == metrics["accuracy"]
 
 
+@pytest.mark.slow
 def test_ptb_short_training_reaches_floor(mirror, tmp_path, capsys):
     run = tmp_path / "ptb"
     # ptb-small for 800 BPTT windows (320k tokens, about a third of an epoch).

@@ -2,8 +2,12 @@ import gzip
 import random
 import re
 
+import numpy as np
 import pytest
 
+from rnnkit import data
+from rnnkit.config import DataConfig
+from rnnkit.data import encode_texts
 from rnnkit.errors import DataError
 from rnnkit.readers import read_labeled, read_lines, read_texts
 from rnnkit.tokenize import cut, get_tokenizer
@@ -54,6 +58,25 @@ def test_cut_keeps_the_named_ends():
     for name in ("tutorial", "whitespace", "char"):
         text = "One two, THREE four<br />five six"
         assert get_tokenizer(name, True, 3, "tail")(text) == get_tokenizer(name)(text)[-3:]
+
+
+def test_one_cut_for_token_lists_and_id_arrays():
+    for how in ("head", "tail", "head+tail"):
+        for n in range(12):
+            for max_len in range(12):
+                ids = cut(np.arange(n, dtype=np.int64), max_len, how)
+                assert isinstance(ids, np.ndarray) and ids.dtype == np.int64
+                assert ids.tolist() == cut(list(range(n)), max_len, how), (how, n, max_len)
+    assert not hasattr(data, "cut_ids")  # the cut is tokenize.cut, nowhere else
+
+
+def test_encode_texts_keeps_whole_texts_with_max_len_0():
+    cfg = DataConfig(max_len=3, truncate="tail")
+    vocab = Vocab([PAD, UNK, "a", "b", "c", "d", "e"], [PAD, UNK])
+    assert encode_texts(["a b c d e"], cfg, vocab)[0].tolist() == [4, 5, 6]
+    whole = encode_texts(["a b c d e"], cfg, vocab, max_len=0)[0]
+    assert whole.tolist() == [2, 3, 4, 5, 6]
+    assert cut(whole, cfg.max_len, cfg.truncate).tolist() == [4, 5, 6]
 
 
 def test_vocab_encode_array_matches_encode():

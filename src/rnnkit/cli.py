@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import types
 import typing
@@ -325,9 +326,26 @@ def _reexec_with_tcmalloc() -> None:
     os.execve(sys.executable, [sys.executable, "-m", "rnnkit", *sys.argv[1:]], env)
 
 
+def _with_extra_train_args(argv: list[str]) -> list[str]:
+    """RNNKIT_TRAIN_ARGS adds flags to every `rnnkit train` (smoke tests of scripts and docs:
+    RNNKIT_TRAIN_ARGS="--epochs 1 --limit-train 1000")."""
+    extra = os.environ.get("RNNKIT_TRAIN_ARGS", "").strip()
+    if not extra or not argv or argv[0] != "train":
+        return argv
+    return [*argv, *shlex.split(extra)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(
+        _with_extra_train_args(sys.argv[1:] if argv is None else argv))
+    if extra and getattr(args, "texts", None) is not None \
+            and not any(a.startswith("-") for a in extra):
+        # `predict RUN --json t1 t2`: argparse fills the texts before it sees the flag and
+        # leaves the rest over; they are texts, in order.
+        args.texts = [*args.texts, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if argv is None and args.command == "train":
         _reexec_with_tcmalloc()
     try:

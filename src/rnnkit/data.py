@@ -1,7 +1,8 @@
 """From a `DataConfig` to numericalized splits: classification texts or a language-model stream.
 
 Tokenized files are cached under `$RNNKIT_HOME/cache/tokens`, keyed by the file's path, size,
-modification time and the tokenizer settings, so a second run does not tokenize again.
+modification time and the tokenizer settings, so a second run does not tokenize again (a cache
+that cannot be written is noted, not fatal). Texts without tokens are skipped and counted.
 The vocabulary is built on the training split only; the validation split is carved from
 train (seeded) when none is given; the test split is read only when asked for.
 """
@@ -19,13 +20,15 @@ import torch
 from rnnkit import datasets
 from rnnkit.config import DataConfig
 from rnnkit.errors import DataError, UsageError
-from rnnkit.io import atomic_write_text
+from rnnkit.files import atomic_write_text, rnnkit_home
 from rnnkit.readers import LabeledTexts, read_labeled, read_lines
 from rnnkit.tokenize import cut, get_tokenizer
 from rnnkit.vocab import EOS, PAD, UNK, Vocab
 
 CLASSIFY_SPECIALS = (PAD, UNK)
 LM_SPECIALS = (UNK, EOS)
+NOTHING_TO_CARVE = ("--valid-fraction 0 needs --valid FILE: without a validation file, the "
+                    "validation split is carved from the training data")
 
 
 def split_source(cfg: DataConfig, split: str) -> Path | None:
@@ -42,13 +45,6 @@ def split_source(cfg: DataConfig, split: str) -> Path | None:
     return None
 
 
-def cut_ids(ids: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """The ids of a text that its cut (`max_len`, `truncate`) keeps."""
-    if not cfg.max_len or len(ids) <= cfg.max_len:
-        return ids
-    return np.asarray(cut(ids.tolist(), cfg.max_len, cfg.truncate), dtype=np.int64)
-
-
 # --- classification -------------------------------------------------------------------------
 
 
@@ -56,34 +52,76 @@ def cut_ids(ids: np.ndarray, cfg: DataConfig) -> np.ndarray:
 class TokenizedTexts:
     tokens: list[list[str]]
     labels: list[str]
-    report: str | None = None
+    report: str = ""  # what reading the file met (LabeledTexts.report)
+    source: str = ""  # the file, for messages
 
 
 def tokenize_labeled(path: Path, cfg: DataConfig) -> TokenizedTexts:
-    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase)
+    """The texts of a labelled file, tokenized; texts without tokens are skipped and counted
+    in the report, with their labels."""
     cache = _cache_path(path, cfg) if cfg.tokenizer != "char" else None
-    if cache is not None and cache.is_file():
-        lines = cache.read_text(encoding="utf-8").split("\n")
-        header = json.loads(lines[0])
-        tokens = [line.split(" ") if line else [] for line in lines[1:]]
-        return TokenizedTexts(tokens, header["labels"], header["report"])
+    cached = _read_cache(cache, path)
+    if cached is not None:
+        return cached
     raw: LabeledTexts = read_labeled(path, cfg.text_field, cfg.label_field)
-    tokens = [tokenizer(text) for text in raw.texts]
-    out = TokenizedTexts(tokens, raw.labels, raw.report())
+    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase)
+    tokens, labels, tokenless = [], [], []
+    for text, label, origin in zip(raw.texts, raw.labels, raw.origins):
+        words = tokenizer(text)
+        if words:
+            tokens.append(words)
+            labels.append(label)
+        else:
+            tokenless.append(origin)
+    if tokenless:
+        raw.skip(f"texts with no tokens after tokenization (the first: {tokenless[0]})",
+                 len(tokenless))
+    if not tokens:
+        raise DataError(f"{path}: no text has a token for the {cfg.tokenizer!r} tokenizer")
+    out = TokenizedTexts(tokens, labels, raw.report(), str(path))
     if cache is not None:
-        header = json.dumps({"labels": out.labels, "report": out.report})
-        atomic_write_text(cache, "\n".join([header] + [" ".join(t) for t in tokens]))
+        out.report = _write_cache(cache, out)
     return out
 
 
+def _read_cache(cache: Path | None, path: Path) -> TokenizedTexts | None:
+    """The cached tokens of `path`, or None when there are none (or they cannot be read)."""
+    try:
+        if cache is None or not cache.is_file():
+            return None
+        lines = cache.read_text(encoding="utf-8").split("\n")
+        header = json.loads(lines[0])
+        labels, report = header["labels"], header["report"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an unreadable cache is only slower
+    if len(labels) != len(lines) - 1:
+        return None
+    tokens = [line.split(" ") if line else [] for line in lines[1:]]
+    return TokenizedTexts(tokens, labels, report, str(path))
+
+
+def _write_cache(cache: Path, texts: TokenizedTexts) -> str:
+    """Write the cache; the report, with a note when the cache could not be written."""
+    header = json.dumps({"labels": texts.labels, "report": texts.report})
+    try:
+        atomic_write_text(cache, "\n".join([header] + [" ".join(t) for t in texts.tokens]))
+    except OSError as exc:
+        return (f"{texts.report}; tokens not cached: cannot write {cache.parent} "
+                f"({exc.strerror or exc}); set RNNKIT_HOME to a writable folder")
+    return texts.report
+
+
 def _cache_path(path: Path, cfg: DataConfig) -> Path | None:
-    if not path.is_file():
-        return None  # folders are not cached; missing files are reported by the reader
-    stat = path.stat()
+    try:
+        if not path.is_file():
+            return None  # folders are not cached
+        stat = path.stat()
+    except OSError:
+        return None  # the reader reports what is wrong with the file
     key = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.tokenizer,
-                      cfg.lowercase, cfg.text_field, cfg.label_field, 1])
+                      cfg.lowercase, cfg.text_field, cfg.label_field, 2])
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return datasets.home() / "cache" / "tokens" / f"{digest}.txt"
+    return rnnkit_home() / "cache" / "tokens" / f"{digest}.txt"
 
 
 @dataclass
@@ -113,7 +151,8 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
                         "test"), vocab: Vocab | None = None, classes: list[str] | None = None
                         ) -> ClassificationData:
     """Read and numericalize the splits in `want`. With `vocab`/`classes` given (a saved run),
-    they are used as they are; otherwise both are built from the training split."""
+    they are used as they are; otherwise both are built from the training split. `notes` says,
+    per file, how many rows were read from how many lines and what was skipped."""
     notes: list[str] = []
     raw: dict[str, TokenizedTexts] = {}
     train_path = split_source(cfg, "train")
@@ -122,36 +161,13 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
     if need_train:
         assert train_path is not None
         train = tokenize_labeled(train_path, cfg)
-        if train.report:
-            notes.append(train.report)
-        valid_path = split_source(cfg, "valid")
-        if valid_path is None:
-            # Carve validation from train with a seeded permutation: the test split stays
-            # untouched until the final report.
-            order = np.random.default_rng(seed).permutation(len(train.tokens))
-            n_valid = int(round(len(order) * cfg.valid_fraction))
-            if n_valid == 0 or n_valid == len(order):
-                raise UsageError(f"{train_path}: too few texts ({len(order)}) to carve a "
-                                 "validation split; give --valid FILE")
-            pick = lambda idx: TokenizedTexts([train.tokens[i] for i in idx],  # noqa: E731
-                                              [train.labels[i] for i in idx])
-            raw["valid"], raw["train"] = pick(order[:n_valid]), pick(order[n_valid:])
-        else:
-            order = np.random.default_rng(seed).permutation(len(train.tokens))
-            raw["train"] = TokenizedTexts([train.tokens[i] for i in order],
-                                          [train.labels[i] for i in order])
-        if cfg.limit_train:
-            raw["train"].tokens = raw["train"].tokens[: cfg.limit_train]
-            raw["train"].labels = raw["train"].labels[: cfg.limit_train]
+        notes.append(f"train: {train.report}")
+        raw.update(_train_and_valid(train, cfg, seed, split_source(cfg, "valid") is None))
     for split in want:
-        if split in raw:
-            continue
-        path = split_source(cfg, split)
-        if path is None:
-            continue
-        raw[split] = tokenize_labeled(path, cfg)
-        if raw[split].report:
-            notes.append(raw[split].report)
+        path = split_source(cfg, split) if split not in raw else None
+        if path is not None:
+            raw[split] = tokenize_labeled(path, cfg)
+            notes.append(f"{split}: {raw[split].report}")
 
     if vocab is None:
         vocab = Vocab.build(raw["train"].tokens, CLASSIFY_SPECIALS, cfg.min_freq, cfg.max_vocab)
@@ -162,30 +178,55 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
                             "needs at least two")
     names = cfg.dataset and datasets.get_dataset(cfg.dataset).label_names or {}
     out = ClassificationData(vocab, classes, [names.get(c, c) for c in classes], notes=notes)
-    index = {c: i for i, c in enumerate(classes)}
     for split in want:
-        if split not in raw:
-            continue
-        texts = raw[split]
-        unknown = sorted(set(texts.labels) - index.keys())
-        if unknown:
-            where = split_source(cfg, split) if split != "valid" else train_path
-            raise DataError(f"{where}: label {unknown[0]!r} ({split} split) was not seen in "
-                            f"training; known labels: {', '.join(classes)}")
-        full = [vocab.encode_array(t) for t in texts.tokens]
-        ids = [cut_ids(a, cfg) for a in full]
-        for a in ids:
-            if len(a) == 0:
-                raise DataError(f"{split} split: a text has no tokens after tokenization")
-        labels = np.asarray([index[label] for label in texts.labels], dtype=np.int64)
-        out.splits[split] = LabeledSplit(ids, labels, full if cfg.ngram_order else None)
+        if split in raw:
+            out.splits[split] = _numericalize(raw[split], split, cfg, vocab, classes)
     return out
 
 
-def encode_texts(texts: list[str], cfg: DataConfig, vocab: Vocab) -> list[np.ndarray]:
+def _train_and_valid(train: TokenizedTexts, cfg: DataConfig, seed: int, carve: bool
+                     ) -> dict[str, TokenizedTexts]:
+    """The training texts in a seeded order, and, with `carve`, the validation split taken
+    from them (so the test split stays untouched until the final report)."""
+    def pick(idx: np.ndarray, source: str) -> TokenizedTexts:
+        return TokenizedTexts([train.tokens[i] for i in idx], [train.labels[i] for i in idx],
+                              source=source)
+
+    order = np.random.default_rng(seed).permutation(len(train.tokens))
+    out = {}
+    if carve:
+        if cfg.valid_fraction == 0:
+            raise UsageError(NOTHING_TO_CARVE)
+        n_valid = int(round(len(order) * cfg.valid_fraction))
+        if n_valid == 0 or n_valid == len(order):
+            raise UsageError(f"{train.source}: too few texts ({len(order)}) to carve a "
+                             f"validation split of {cfg.valid_fraction:g}; give --valid FILE")
+        out["valid"] = pick(order[:n_valid], f"{train.source} (the part carved for validation)")
+        order = order[n_valid:]
+    out["train"] = pick(order[: cfg.limit_train or None], train.source)
+    return out
+
+
+def _numericalize(texts: TokenizedTexts, split: str, cfg: DataConfig, vocab: Vocab,
+                  classes: list[str]) -> LabeledSplit:
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(texts.labels) - index.keys())
+    if unknown:
+        raise DataError(f"{texts.source}: label {unknown[0]!r} ({split} split) was not seen in "
+                        f"training; known labels: {', '.join(classes)}")
+    full = [vocab.encode_array(t) for t in texts.tokens]
+    ids = [cut(a, cfg.max_len, cfg.truncate) for a in full]
+    labels = np.asarray([index[label] for label in texts.labels], dtype=np.int64)
+    return LabeledSplit(ids, labels, full if cfg.ngram_order else None)
+
+
+def encode_texts(texts: list[str], cfg: DataConfig, vocab: Vocab, max_len: int | None = None
+                 ) -> list[np.ndarray]:
     """Numericalize raw texts for prediction exactly as training texts were: the same tokens,
-    the same cut (applied before encoding, and while tokenizing where the tokenizer allows)."""
-    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, cfg.max_len, cfg.truncate)
+    the same cut (`cfg.max_len`, or `max_len` where given: 0 keeps whole texts), applied
+    while tokenizing where the tokenizer allows. A text without tokens becomes one <unk>."""
+    keep = cfg.max_len if max_len is None else max_len
+    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, keep, cfg.truncate)
     encode, unk = vocab.encode_array, vocab.unk_id
     out = []
     for text in texts:
@@ -228,12 +269,14 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
             raise DataError(f"{train_path}: the corpus is empty")
         if split_source(cfg, "valid") is None:
             # Carve the closing lines of train as validation: text keeps its order.
-            cut = len(lines) - max(1, int(len(lines) * cfg.valid_fraction))
-            if cut <= 0:
+            if cfg.valid_fraction == 0:
+                raise UsageError(NOTHING_TO_CARVE)
+            n_train = len(lines) - max(1, int(len(lines) * cfg.valid_fraction))
+            if n_train <= 0:
                 raise UsageError(f"{train_path}: too few lines to carve a validation split; "
                                  "give --valid FILE")
-            tokens["valid"] = corpus_tokens(lines[cut:], cfg)
-            lines = lines[:cut]
+            tokens["valid"] = corpus_tokens(lines[n_train:], cfg)
+            lines = lines[:n_train]
         tokens["train"] = corpus_tokens(lines, cfg)
     for split in want:
         if split in tokens:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from rnnkit.errors import DataError, UsageError
-from rnnkit.io import atomic_write
+from rnnkit.files import READ_ERRORS, atomic_write, rnnkit_home
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,8 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
-def home() -> Path:
-    return Path(os.environ.get("RNNKIT_HOME") or Path.home() / ".cache" / "rnnkit")
+# `$RNNKIT_HOME` (default ~/.cache/rnnkit): the one function that reads it, in rnnkit.files.
+home = rnnkit_home
 
 
 def mirror() -> Path | None:
@@ -152,29 +153,54 @@ def resolve(name: str, split: str, download: bool = True) -> Path:
                          f"it has: {', '.join(dataset.files)}")
     rel = dataset.files[split]
     cached = home() / "data" / rel
-    if cached.is_file():
+    if _is_file(cached):
         return cached
     root = mirror()
     if root is not None:
         if not root.is_dir():
             raise UsageError(f"RNNKIT_MIRROR={root} is not a folder")
-        if (root / rel).is_file():
+        if _is_file(root / rel):
             return root / rel
     source = dataset.sources.get(split)
     hint = (f"download it and place it at {cached}, or set RNNKIT_MIRROR to a folder that "
             f"holds {rel}")
     if source is None or not download:
         raise UsageError(f"{name} {split}: {rel} not found locally; {hint}")
+    downloads = home() / "downloads"
+    _check_writable(downloads)
     try:
-        fetched = _download(source, home() / "downloads" / Path(source.url).name)
+        fetched = _download(source, downloads / Path(source.url).name)
     except OSError as exc:
         raise UsageError(f"{name} {split}: could not download {source.url} ({exc}); {hint}") \
             from None
-    if source.build is None:
-        atomic_write(cached, lambda tmp: shutil.copyfile(fetched, tmp))
-    else:
-        source.build(fetched, cached)
+    try:
+        if source.build is None:
+            atomic_write(cached, lambda tmp: shutil.copyfile(fetched, tmp))
+        else:
+            source.build(fetched, cached)
+    except (*READ_ERRORS, tarfile.TarError, zipfile.BadZipFile, KeyError,
+            ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise DataError(f"{fetched}: cannot unpack it into {cached} ({reason}); if the download "
+                        "is damaged, delete it to download it again") from None
     return cached
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # an unreadable folder: nothing there can be used
+        return False
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot write there ({exc.strerror or exc}); set "
+                         "RNNKIT_HOME to a writable folder") from None
 
 
 def _download(source: Download, target: Path) -> Path:

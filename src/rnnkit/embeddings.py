@@ -17,7 +17,8 @@ import torch
 
 from rnnkit import datasets
 from rnnkit.errors import DataError, UsageError
-from rnnkit.io import atomic_write, text_lines
+from rnnkit.files import (READ_ERRORS, atomic_write, is_gzip, open_binary, read_error,
+                          text_lines)
 from rnnkit.vocab import Vocab
 
 
@@ -39,14 +40,18 @@ def vectors_path(name_or_path: str) -> Path:
     if name_or_path in datasets.DATASETS:
         return datasets.resolve(name_or_path, "vectors")
     path = Path(name_or_path)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a folder on the way that may not be looked into
+        raise read_error(path, exc) from None
+    if not found:
         raise UsageError(f"{path}: embeddings file not found; give a vectors file or one of: "
                          + ", ".join(n for n, d in datasets.DATASETS.items() if d.kind == "vectors"))
     return path
 
 
 def _is_binary(path: Path) -> bool:
-    return path.name.endswith(".bin") or path.name.endswith(".bin.gz")
+    return path.name.lower().removesuffix(".gz").endswith(".bin")
 
 
 def read_vectors(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
@@ -86,10 +91,9 @@ def _is_header(word: str, rest: str) -> bool:
 
 
 def _read_binary(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
-    opener = gzip.open if path.name.endswith(".gz") else open
     rows: dict[str, np.ndarray] = {}
     try:
-        with opener(path, "rb") as f:
+        with open_binary(path) as f:
             header = f.readline().split()
             if len(header) != 2 or not all(h.isdigit() for h in header):
                 raise DataError(f"{path}:1: not a word2vec binary file (no '<count> <dim>' header)")
@@ -107,8 +111,8 @@ def _read_binary(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarray], i
                 word = chars.decode("utf-8", errors="replace")
                 if word in wanted:
                     rows[word] = np.frombuffer(data, dtype="<f4").copy()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from None
     return rows, dim
 
 
@@ -167,12 +171,15 @@ def train_word2vec(corpus: list[list[str]], out: Path, dim: int = 100, window: i
         raise UsageError(f"no word occurs {min_count} times; lower --min-count")
 
     def write(tmp: Path) -> None:
-        opener = gzip.open if out.name.endswith(".gz") else open
+        opener = gzip.open if is_gzip(out) else open
         with opener(tmp, "wt", encoding="utf-8") as f:
             f.write(f"{len(words)} {dim}\n")
             for word in words:
                 values = " ".join(f"{v:.6g}" for v in model.wv[word])
                 f.write(f"{word} {values}\n")
 
-    atomic_write(out, write)
+    try:
+        atomic_write(out, write)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the vectors ({exc.strerror or exc})") from None
     return len(words)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.io import atomic_write
+from rnnkit.files import atomic_write
 
 
 def _pyplot():

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 Tokenizer = Callable[[str], list[str]]
 
@@ -27,17 +29,29 @@ _WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 _NOT_ALNUM = re.compile(r"[^a-z0-9 ]+")
 
 
-def cut(tokens: list, max_len: int, how: str) -> list:
-    """The tokens (or ids) kept when a text is cut to `max_len`: its first ones (`head`), its
-    last ones (`tail`) or the opening third and closing two thirds (`head+tail`)."""
-    if not max_len or len(tokens) <= max_len:
-        return tokens
-    if how == "head":
-        return tokens[:max_len]
-    if how == "tail":
-        return tokens[-max_len:]
-    head = max_len // 3
-    return tokens[:head] + tokens[len(tokens) - (max_len - head):]
+def kept_ends(max_len: int, truncate: str) -> tuple[int, int]:
+    """How many tokens a cut to `max_len` keeps from a long text's front and from its back:
+    its first ones (`head`), its last ones (`tail`) or the opening third and closing two
+    thirds (`head+tail`)."""
+    if truncate == "head":
+        return max_len, 0
+    if truncate == "tail":
+        return 0, max_len
+    return max_len // 3, max_len - max_len // 3
+
+
+def cut(seq: Sequence, max_len: int, truncate: str) -> Sequence:
+    """The tokens or ids (a list or a numpy array) a text keeps when cut to `max_len` (0 keeps
+    all): the one cut used everywhere, before training, prediction and while tokenizing."""
+    if not max_len or len(seq) <= max_len:
+        return seq
+    head, tail = kept_ends(max_len, truncate)
+    if not tail:
+        return seq[:head]
+    back = seq[len(seq) - tail:]
+    if not head:
+        return back
+    return np.concatenate((seq[:head], back)) if isinstance(seq, np.ndarray) else seq[:head] + back
 
 
 def _basic(text: str) -> list[str]:
@@ -81,17 +95,18 @@ def _basic_back(chunks: list[str], n: int) -> list[str]:
     return backwards
 
 
-def _basic_kept(text: str, max_len: int, how: str) -> list[str]:
+def _basic_kept(text: str, max_len: int, truncate: str) -> list[str]:
+    """`cut(_basic(text), max_len, truncate)`, tokenizing only the ends of the text the cut
+    keeps: `cut` runs on a stand-in that has the text's tokens at those ends and is longer
+    than max_len exactly when the text's tokens are."""
     chunks = _BREAK.sub(" ", text).split()
-    if how == "head":
-        return _basic_front(chunks, max_len)
-    if how == "tail":
-        return _basic_back(chunks, max_len)
+    head, tail = kept_ends(max_len, truncate)
+    if not head:
+        return cut(_basic_back(chunks, max_len + 1), max_len, truncate)
     front = _basic_front(chunks, max_len + 1)
-    if len(front) <= max_len:
-        return front  # the whole text fits
-    head = max_len // 3
-    return front[:head] + _basic_back(chunks, max_len - head)
+    if not tail or len(front) <= max_len:
+        return cut(front, max_len, truncate)
+    return cut(front + _basic_back(chunks, tail), max_len, truncate)
 
 
 def _tutorial(text: str) -> list[str]:

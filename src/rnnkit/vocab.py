@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from rnnkit.errors import DataError
-from rnnkit.io import atomic_write_text
+from rnnkit.files import atomic_write_text
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 

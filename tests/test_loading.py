@@ -1,0 +1,101 @@
+"""From files to splits (rnnkit.data): what the notes say, what is skipped, which file a
+message names, and an RNNKIT_HOME that cannot be written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rnnkit import datasets
+from rnnkit.config import DataConfig
+from rnnkit.data import load_classification, load_corpus
+from rnnkit.errors import DataError, UsageError
+from conftest import NEG, POS, make_reviews
+
+
+def _tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    return path
+
+
+def test_notes_say_rows_read_from_lines_per_split(tsv_data):
+    cfg = DataConfig(train=str(tsv_data["train"]), valid=str(tsv_data["dev"]),
+                     text_field="sentence")
+    data = load_classification(cfg, 0, ("train", "valid"))
+    assert data.notes == [f"train: {tsv_data['train']}: read 400 rows from 401 lines",
+                          f"valid: {tsv_data['dev']}: read 100 rows from 101 lines"]
+
+
+def test_an_unseen_label_in_a_valid_file_names_that_file(tmp_path, tsv_data):
+    valid = tmp_path / "valid.tsv"
+    valid.write_text("sentence\tlabel\ngreat fun\tpos\nmeh\tneutral\n")
+    cfg = DataConfig(train=str(tsv_data["train"]), valid=str(valid), text_field="sentence")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(valid))}: label 'neutral' \(valid "
+                                        r"split\) was not seen in training"):
+        load_classification(cfg, 0)
+
+
+def test_texts_without_tokens_are_skipped_in_every_split_labels_aligned(tmp_path):
+    rows = make_reviews(300)
+    paths = {}
+    for split, part in (("train", rows[:200]), ("valid", rows[200:250]), ("test", rows[250:])):
+        # A text the basic tokenizer reads as nothing, after every 7th row, labels alternating.
+        mixed = []
+        for i, row in enumerate(part):
+            mixed.append(row)
+            if i % 7 == 0:
+                mixed.append(("<br /><br />", "pos" if i % 2 else "neg"))
+        paths[split] = _tsv(tmp_path / f"{split}.tsv", mixed)
+    cfg = DataConfig(**{split: str(path) for split, path in paths.items()})
+    for attempt in ("tokenized", "cached"):
+        data = load_classification(cfg, 0)
+        for split, n in (("train", 200), ("valid", 50), ("test", 50)):
+            part = data.splits[split]
+            assert len(part.ids) == len(part.labels) == n, (attempt, split)
+            for ids, label in zip(part.ids, part.labels):
+                words = set(data.vocab.decode(ids))
+                assert data.classes[label] == ("pos" if words & set(POS) else "neg")
+                assert not words & set(POS if data.classes[label] == "neg" else NEG)
+        for note, (split, rows, tokenless) in zip(data.notes, (("train", 229, 29),
+                                                               ("valid", 58, 8),
+                                                               ("test", 58, 8))):
+            assert note == (f"{split}: {paths[split]}: read {rows} rows from {rows + 1} lines; "
+                            f"skipped {tokenless} texts with no tokens after tokenization "
+                            f"(the first: {paths[split]}:3)"), attempt
+
+
+def test_valid_fraction_0_asks_for_a_valid_file(tsv_data, corpus_files):
+    with pytest.raises(UsageError, match="--valid-fraction 0 needs --valid FILE"):
+        load_classification(DataConfig(train=str(tsv_data["train"]), text_field="sentence",
+                                       valid_fraction=0), 0)
+    with pytest.raises(UsageError, match="--valid-fraction 0 needs --valid FILE"):
+        load_corpus(DataConfig(train=str(corpus_files["train"]), valid_fraction=0))
+
+
+def test_an_unwritable_home_skips_the_token_cache_with_a_note(tmp_path, monkeypatch, tsv_data):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RNNKIT_HOME", str(tmp_path / "a-file" / "home"))  # even root cannot
+    cfg = DataConfig(train=str(tsv_data["train"]), text_field="sentence")
+    data = load_classification(cfg, 0, ("train", "valid"))
+    assert len(data.splits["train"].ids) == 360
+    assert re.search(r"; tokens not cached: cannot write .*a-file/home/cache/tokens \(.*\); "
+                     "set RNNKIT_HOME to a writable folder$", data.notes[0])
+
+
+def test_an_unwritable_home_stops_a_download_with_one_line(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RNNKIT_HOME", str(tmp_path / "a-file" / "home"))
+    monkeypatch.delenv("RNNKIT_MIRROR", raising=False)
+    ds = datasets.Dataset("toy", "corpus", files={"train": "toy/train.txt"},
+                          sources={"train": datasets.Download("http://127.0.0.1:9/train.txt")})
+    monkeypatch.setitem(datasets.DATASETS, "toy", ds)
+    with pytest.raises(UsageError, match=r"a-file/home/downloads: cannot write there \(.*\); "
+                                         "set RNNKIT_HOME to a writable folder"):
+        datasets.resolve("toy", "train")
+
+
+def test_only_rnnkit_files_reads_rnnkit_home():
+    src = Path(datasets.__file__).parent
+    reading = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.py")
+                     if re.search(r"(environ|getenv)\W[^\n]*RNNKIT_HOME", p.read_text()))
+    assert reading == ["files.py"]  # everyone else asks files.rnnkit_home() (datasets.home)

@@ -1,5 +1,8 @@
 """`rnnkit export`: ONNX Runtime must agree with PyTorch on tiny runs trained here."""
 
+import dataclasses
+import json
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -33,7 +36,7 @@ def test_classifier_onnx_matches_pytorch(root, capsys):
     assert str(out) in capsys.readouterr().out
     onnx_model = session(out)
     assert [i.name for i in onnx_model.get_inputs()] == ["ids", "lengths"]
-    module = exportable(run)[0]
+    module = exportable(run).module
     vocab_size = Predictor.load(run).model.encoder.embedding.num_embeddings
     generator = torch.Generator().manual_seed(0)
     for batch, seq_len in [(1, 1), (1, 9), (4, 23), (7, 61)]:  # dynamic batch and time
@@ -60,7 +63,7 @@ def test_language_model_onnx_matches_pytorch_and_carries_state(root, cell):
     run = train_lm(root, f"lm-{cell}", cell=cell, epochs=1)
     assert main(["export", str(run)]) == 0  # default format and path
     onnx_model = session(run / "model.onnx")
-    module = exportable(run)[0]
+    module = exportable(run).module
     state_names = ["h", "c"] if cell == "lstm" else ["h"]
     assert [i.name for i in onnx_model.get_inputs()] == ["ids", *state_names]
     vocab_size = module.model.encoder.embedding.num_embeddings
@@ -84,6 +87,47 @@ def test_language_model_onnx_matches_pytorch_and_carries_state(root, cell):
     second = onnx_model.run(None, {"ids": ids[:, 5:].numpy(),
                                    **dict(zip(state_names, first[1:]))})
     assert np.abs(np.concatenate([first[0], second[0]], 1) - whole).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("how", ["head", "tail", "head+tail"])
+def test_classifier_graph_cuts_texts_and_reads_empty_ones_as_predictor_does(root, how):
+    """Whole texts (longer than max_len) and empty ones, fed as they are: the graph applies
+    the run's cut and reads an empty text as one <unk>, so it gives Predictor's answer."""
+    run = train_classifier(root, f"cut-{how}", epochs=1, max_len=7, truncate=how)
+    out = root / f"cut-{how}.onnx"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    onnx_model = session(out)
+    meta = onnx_model.get_modelmeta()
+    predictor = Predictor.load(run)
+    assert meta.custom_metadata_map == {
+        "task": "classify", "min_length": "0", "max_len": "7", "truncate": how,
+        "pad_id": str(predictor.vocab.pad_id), "unk_id": str(predictor.vocab.unk_id),
+        "labels": json.dumps(predictor.names)}
+    assert "max_len" in meta.description and "empty text" in meta.description
+    texts = [line.split("\t")[0] for line in
+             (root / "dev.tsv").read_text().splitlines()[1:30]] + ["", "   "]
+    whole = dataclasses.replace(predictor.cfg.data, max_len=0)
+    ids = [a if text.strip() else a[:0]  # an empty text: no ids at all
+           for a, text in zip(encode_texts(texts, whole, predictor.vocab), texts)]
+    assert sum(len(a) > 7 for a in ids) > 20 and len(ids[-1]) == 0
+    batch = collate([a if len(a) else np.zeros(1, np.int64) for a in ids],
+                    predictor.vocab.pad_id)
+    lengths = np.array([len(a) for a in ids])
+    got = onnx_model.run(None, {"ids": batch.ids.numpy(), "lengths": lengths})[0]
+    assert np.abs(got - predictor.probabilities(texts)).max() <= TOLERANCE
+    empty = onnx_model.run(None, {"ids": np.zeros((2, 0), np.int64),
+                                  "lengths": np.zeros(2, np.int64)})[0]  # T = 0
+    assert np.isfinite(empty).all()
+    assert np.abs(empty - predictor.probabilities(["", ""])).max() <= TOLERANCE
+
+
+def test_language_model_graph_records_its_contract(root):
+    run = train_lm(root, "lm-meta", cell="gru", epochs=1)
+    assert main(["export", str(run)]) == 0
+    meta = session(run / "model.onnx").get_modelmeta()
+    assert meta.custom_metadata_map["task"] == "lm"
+    assert meta.custom_metadata_map["min_length"] == "1"  # T = 0 is undefined for RNN ops
+    assert meta.custom_metadata_map["state"] == "h" and "T >= 1" in meta.description
 
 
 def test_refusals_are_one_line_usage_errors(root, capsys):

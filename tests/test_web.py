@@ -120,6 +120,9 @@ def test_generate_from_a_prompt(server, browser):
     page.select_option("#model", "words")
     expect(page.locator("#generate-panel")).to_be_visible()
     expect(page.locator("#classify-panel")).to_be_hidden()
+    expect(page.locator("#max-tokens")).to_have_value("30")  # the server's defaults
+    expect(page.locator("#max-tokens")).to_have_attribute("max", "200")
+    expect(page.locator("#top-p")).to_have_value("1")
     page.fill("#prompt", "the cat")
     page.fill("#max-tokens", "5")
     page.fill("#temperature", "0.8")
@@ -131,6 +134,29 @@ def test_generate_from_a_prompt(server, browser):
     page.fill("#max-tokens", "100000")  # over the server's limit: the error is shown
     page.click("#generate")
     expect(page.locator("#error")).to_contain_text("max_tokens")
+
+
+def test_docs_page_renders_offline(server, browser):
+    """/docs needs nothing from outside the server: every other request is refused."""
+    page = browser.new_page()
+    outside: list[str] = []
+
+    def local_only(route) -> None:
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", local_only)
+    page.goto(server + "/docs")
+    expect(page.locator("body[data-ready='1']")).to_be_attached()
+    generate = page.locator("section[data-route='POST /v1/generate']")
+    expect(generate).to_contain_text("seed")
+    expect(generate).to_contain_text("> 0, <= 1")  # top_p
+    expect(page.locator("section[data-route='POST /v1/predict']")).to_contain_text("explain")
+    expect(page.locator("a[href='/openapi.json']")).to_be_attached()
+    assert outside == []
 
 
 def test_shutdown_finishes_the_request_in_flight(runs):

@@ -19,15 +19,13 @@ from typing import Any
 import torch
 
 from rnnkit import datasets
-from rnnkit.classification import ClassificationTask
 from rnnkit.config import RunConfig, flag
 from rnnkit.errors import UsageError
-from rnnkit.language_model import LanguageModelTask
 from rnnkit.precision import evaluation_device, resolve_device
 from rnnkit.rundir import RunDir
+from rnnkit.runner import build_model, training_class
 from rnnkit.train import Task, start_session, train
-
-TASKS: dict[str, type] = {"classify": ClassificationTask, "lm": LanguageModelTask}
+from rnnkit.vocab import PAD, UNK, Vocab
 
 # Settings a resumed run may change: none of them changes the finished steps, the batch plan
 # or the random streams (epochs, patience and max_minutes only say when to stop).
@@ -38,7 +36,7 @@ RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device",
 def build_task(cfg: RunConfig, want: tuple[str, ...], run: RunDir | None = None,
                log: Any = print) -> Any:
     """Load the data a task needs; with `run`, reuse that run's vocabulary and labels."""
-    task_class = TASKS[cfg.model.task]
+    task_class = training_class(cfg.model.task)
     vocab = run.vocab() if run is not None else None
     labels = run.labels() if run is not None and cfg.model.task == "classify" else None
     return task_class.load(cfg, want, vocab, labels, log)
@@ -92,15 +90,11 @@ def check_memory(task: Task | None, cfg: RunConfig, vocab_size: int = 2,
     with torch.device("meta"):
         if task is not None:
             model = task.build_model()
-        elif cfg.model.task == "lm":
-            from rnnkit.models.lm import LanguageModel
-            if cfg.model.softmax == "adaptive":  # the cutoffs need a vocabulary past them
+        else:  # before the data is read: the smallest vocabulary the settings allow
+            if cfg.model.task == "lm" and cfg.model.softmax == "adaptive":
                 vocab_size = max(vocab_size, max(cfg.model.cutoff_list()) + 2)
-            model = LanguageModel(vocab_size, cfg.model)
-        else:
-            from rnnkit.models.classifier import Classifier
-            buckets = cfg.data.ngram_buckets if cfg.data.ngram_order else 0
-            model = Classifier(vocab_size, num_classes, cfg.model, 0, buckets)
+            words = [PAD, UNK] + [f"w{i}" for i in range(max(0, vocab_size - 2))]
+            model = build_model(cfg, Vocab(words, [PAD, UNK]), num_classes)
     tensors = list(model.parameters()) + list(model.buffers())
     need = 4 * sum(t.numel() * t.element_size() for t in tensors)
     free = _available_memory()

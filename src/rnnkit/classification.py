@@ -21,6 +21,7 @@ from rnnkit.embeddings import embedding_matrix
 from rnnkit.metrics import classification_report
 from rnnkit.models.classifier import Classifier
 from rnnkit.ngrams import NgramFeatures
+from rnnkit.runner import build_model
 from rnnkit.vocab import Vocab
 
 POOL_BATCHES = 50
@@ -130,9 +131,7 @@ class ClassificationTask:
                 f"({metrics['examples']:,} examples)")
 
     def build_model(self) -> Classifier:
-        buckets = self.cfg.data.ngram_buckets if self.cfg.data.ngram_order else 0
-        return Classifier(len(self.data.vocab), len(self.data.classes), self.cfg.model,
-                          self.data.vocab.pad_id, buckets)
+        return build_model(self.cfg, self.data.vocab, len(self.data.classes))
 
     def prepare(self, model: Classifier, log=print) -> None:
         """Fill what comes from outside the weights: pretrained embedding rows and the n-gram

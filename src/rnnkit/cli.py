@@ -20,6 +20,7 @@ from typing import Any
 from rnnkit import __version__
 from rnnkit.config import PRESETS, DataConfig, ModelConfig, TrainConfig, preset
 from rnnkit.errors import UsageError
+from rnnkit.service_cli import add_generation_flags
 
 _GROUPS = (("data", DataConfig), ("model", ModelConfig), ("training", TrainConfig))
 
@@ -37,13 +38,23 @@ def _optional_str(text: str) -> str | None:
     return None if text.lower() in ("", "none") else text
 
 
+def _optional_float(text: str) -> float | None:
+    """`float | None` settings: "none" (or nothing) is None, anything else a number."""
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+
+
 def _converter(annotation: Any) -> Any:
     hint = annotation
     if isinstance(hint, str):
         hint = eval(hint, {"__builtins__": {}}, {"str": str, "int": int, "float": float,
                                                  "bool": bool, "None": None})
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return _optional_str
+        return _optional_float if float in typing.get_args(hint) else _optional_str
     return {bool: _parse_bool, int: int, float: float, str: str}[hint]
 
 
@@ -140,11 +151,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from rnnkit.generate import LanguageModelRunner
+    from rnnkit.generate import GenerationSettings, LanguageModelRunner
 
+    settings = GenerationSettings.from_args(args)
     lm = LanguageModelRunner.load(args.run)
-    tokens = lm.generate(args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p,
-                         args.seed, args.greedy)
+    tokens = lm.sample(args.prompt, settings)
     text = lm.detokenize(tokens)
     if args.json:
         print(json.dumps({"prompt": args.prompt, "tokens": tokens, "text": text}))
@@ -211,8 +222,18 @@ def _stderr(*parts: Any, flush: bool = True, **_: Any) -> None:
 # --- parser ---------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with our one-line errors: `rnnkit: error: train: argument --lr: ...`, exit 2
+    (argparse's own print the usage text first). Sub-command parsers inherit the class."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        where = self.prog.removeprefix("rnnkit").strip()
+        sys.stderr.write(f"rnnkit: error: {where + ': ' if where else ''}{message}\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent text models: train, "
+    parser = _Parser(prog="rnnkit", description="Recurrent text models: train, "
                                      "evaluate, predict, generate.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,12 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="continue a prompt with a trained language model")
     p.add_argument("run")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-tokens", type=int, default=30)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    add_generation_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_generate)
 

@@ -2,12 +2,21 @@
 
 What the exported graph computes:
 - classifier:      ids int64 (B, T), lengths int64 (B,)  ->  probabilities float32 (B, C)
-                   (ids right-padded with the vocabulary's pad id, as `Predictor` does)
+  `ids`: each text's token ids (the run's tokenizer and vocabulary), right-padded; row i's
+  first lengths[i] ids are the text (0 <= lengths[i] <= T). The graph cuts each text as the
+  run does (`max_len`, `truncate`), so whole texts or texts already cut give the same result,
+  that of `Predictor`; an empty text (length 0, or T = 0) is read as one unknown token, as
+  `Predictor` reads it. (The cut is in the graph because results depend on it: a long text
+  read whole gets other probabilities than the run gives it.)
 - language model:  ids int64 (B, T), h (L, B, H) [, c (L, B, H) for LSTMs]
                    ->  logits (B, T, V), h [, c]     (start from zeros; feed h, c back;
                    adaptive-softmax runs give log-probabilities in place of logits)
-Batch and time axes stay dynamic. Runs with the n-gram branch (data.ngram_order > 0) are
-refused: its hashed features are computed in Python, outside the network.
+  T must be at least 1: fed T = 0, ONNX Runtime aborts the whole process on a GRU graph
+  (LSTM and Elman graphs return empty logits); feed at least one token per call.
+Batch and time axes stay dynamic. The model file's metadata (`custom_metadata_map` in ONNX
+Runtime) records the task, these rules (`min_length`, `max_len`, `truncate`) and the ids a
+caller needs (`pad_id`, `unk_id`, `labels`). Runs with the n-gram branch (data.ngram_order > 0)
+are refused: its hashed features are computed in Python, outside the network.
 
 Format: ONNX, through the legacy TorchScript-based exporter, which keeps the dynamic axes.
 `torch.export` is not offered: in torch 2.13 it unrolls nn.LSTM over the example's length and
@@ -17,8 +26,10 @@ guards on it, so the program accepts that one sequence length only.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,17 +40,46 @@ from rnnkit.generate import LanguageModelRunner
 from rnnkit.models.classifier import Classifier
 from rnnkit.models.lm import LanguageModel
 from rnnkit.predict import Predictor
-from rnnkit.rundir import RunDir
+from rnnkit.runner import load
+from rnnkit.tokenize import kept_ends
 
 FORMATS = ("onnx",)
 
 
 class ClassifierProbabilities(nn.Module):
-    def __init__(self, model: Classifier):
+    """The classifier from raw ids: the run's cut, empty texts as one unknown token, then the
+    network's class probabilities."""
+
+    def __init__(self, model: Classifier, max_len: int, truncate: str, unk_id: int,
+                 pad_id: int):
         super().__init__()
         self.model = model
+        self.max_len = max_len
+        self.head = kept_ends(max_len, truncate)[0] if max_len else 0  # ids kept in front
+        self.unk_id, self.pad_id = unk_id, pad_id if pad_id >= 0 else unk_id
+
+    def cut(self, ids: torch.Tensor, lengths: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, T), lengths (B,) -> the ids the network reads (B, T') and their lengths.
+
+        A column of <unk> goes in front: an empty text reads it. A text longer than max_len
+        keeps its first `head` ids, then skips `lengths - max_len` of them (tokenize.cut)."""
+        full = torch.cat([torch.zeros_like(lengths).unsqueeze(1) + self.unk_id, ids], 1)
+        column = torch.arange(full.shape[1], device=ids.device)  # 0 .. T
+        kept = lengths
+        if self.max_len:
+            column, kept = column[: self.max_len], lengths.clamp(max=self.max_len)
+        source = column.unsqueeze(0) + 1  # (1, T'): position j reads column j + 1 ...
+        if self.max_len:  # ... plus the skipped middle, past the head of a long text
+            skipped = (lengths - self.max_len).clamp(min=0).unsqueeze(1)
+            source = source + (column >= self.head).unsqueeze(0) * skipped
+        source = torch.minimum(source, lengths.unsqueeze(1))  # an empty row reads column 0
+        kept = kept.clamp(min=1)
+        real = column.unsqueeze(0) < kept.unsqueeze(1)
+        return torch.where(real, full.gather(1, source), self.pad_id), kept
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        ids, lengths = self.cut(ids, lengths)
         return Classifier.log_probs(self.model(ids, lengths)).exp()  # (B, C)
 
 
@@ -65,22 +105,39 @@ class RecurrentStep(LanguageModelStep):
         return logits, h
 
 
-def exportable(run_dir: Path | str) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[str],
-                                              list[str], dict[str, dict[int, str]]]:
-    """The module to export, example inputs, input and output names, dynamic axes."""
-    task = RunDir(run_dir).meta()["task"]
-    if task == "classify":
-        predictor = Predictor.load(run_dir)
-        if predictor.ngrams is not None:
-            raise UsageError(f"{run_dir}: runs with the n-gram branch (ngram_order > 0) cannot "
-                             "be exported; its features are computed outside the network")
-        module = ClassifierProbabilities(predictor.model).eval()
-        ids = torch.full((2, 7), predictor.vocab.unk_id, dtype=torch.long)
-        lengths = torch.tensor([7, 4], dtype=torch.long)
-        axes = {"ids": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
-                "probabilities": {0: "batch"}}
-        return module, (ids, lengths), ["ids", "lengths"], ["probabilities"], axes
-    runner = LanguageModelRunner.load(run_dir)
+@dataclass
+class Exportable:
+    module: nn.Module
+    example: tuple[torch.Tensor, ...]
+    inputs: list[str]
+    outputs: list[str]
+    axes: dict[str, dict[int, str]]
+    metadata: dict[str, str]  # written into the model file
+    summary: str  # the model file's doc string
+
+
+def _classifier(run_dir: Path | str, predictor: Predictor) -> Exportable:
+    if predictor.ngrams is not None:
+        raise UsageError(f"{run_dir}: runs with the n-gram branch (ngram_order > 0) cannot "
+                         "be exported; its features are computed outside the network")
+    data, vocab = predictor.cfg.data, predictor.vocab
+    module = ClassifierProbabilities(predictor.model, data.max_len, data.truncate,
+                                     vocab.unk_id, vocab.pad_id).eval()
+    ids = torch.full((2, 7), vocab.unk_id, dtype=torch.long)
+    lengths = torch.tensor([7, 4], dtype=torch.long)
+    axes = {"ids": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
+            "probabilities": {0: "batch"}}
+    metadata = {"task": "classify", "min_length": "0", "max_len": str(data.max_len),
+                "truncate": data.truncate, "pad_id": str(vocab.pad_id),
+                "unk_id": str(vocab.unk_id), "labels": json.dumps(predictor.names)}
+    summary = ("rnnkit classifier: ids int64 (B, T) right-padded token ids, lengths int64 (B,) "
+               "-> probabilities (B, C). Texts are cut to max_len as the run cuts them; an "
+               "empty text reads as one <unk>.")
+    return Exportable(module, (ids, lengths), ["ids", "lengths"], ["probabilities"], axes,
+                      metadata, summary)
+
+
+def _language_model(run_dir: Path | str, runner: LanguageModelRunner) -> Exportable:
     state = runner.model.initial_state(2)
     module = (LanguageModelStep if len(state) == 2 else RecurrentStep)(runner.model).eval()
     names = ["h", "c"][: len(state)]
@@ -89,34 +146,53 @@ def exportable(run_dir: Path | str) -> tuple[nn.Module, tuple[torch.Tensor, ...]
                                        "logits": {0: "batch", 1: "time"}}
     for name in names:
         axes[name] = axes[name + "_out"] = {1: "batch"}
-    return (module, (ids, *state), ["ids", *names], ["logits", *[n + "_out" for n in names]],
-            axes)
+    scores = "log_probs" if runner.cfg.model.softmax == "adaptive" else "logits"
+    metadata = {"task": "lm", "min_length": "1", "state": ",".join(names), "scores": scores,
+                "unk_id": str(runner.vocab.unk_id), "eos_id": str(runner.vocab.eos_id)}
+    summary = (f"rnnkit language model: ids int64 (B, T), T >= 1, and the state "
+               f"{', '.join(names)} (layers, B, hidden) -> {scores} (B, T, V) and the new state.")
+    return Exportable(module, (ids, *state), ["ids", *names],
+                      ["logits", *[n + "_out" for n in names]], axes, metadata, summary)
+
+
+_BY_TASK = {"classify": _classifier, "lm": _language_model}
+
+
+def exportable(run_dir: Path | str) -> Exportable:
+    """The module to export, example inputs, input and output names, dynamic axes, metadata."""
+    runner = load(run_dir)
+    return _BY_TASK[runner.task](run_dir, runner)
 
 
 def export_run(run_dir: Path | str, fmt: str = "onnx", out: Path | str | None = None) -> Path:
-    """Write the run's network in `fmt`; returns the file written (default RUN/model.onnx)."""
+    """Write the run's network in `fmt`; returns the file written (default RUN/model.onnx).
+    The module docstring says what the graph computes and what inputs it accepts."""
     if fmt == "torch-export":
         raise UsageError("torch-export is not supported: torch.export fixes the sequence "
                          "length of nn.LSTM (torch 2.13); use --format onnx")
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    module, example, inputs, outputs, axes = exportable(run_dir)
+    found = exportable(run_dir)
     path = Path(out) if out else Path(run_dir) / "model.onnx"
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent}: no such directory for --out")
-    _export_onnx(module, example, inputs, outputs, axes, path)
+    _export_onnx(found, path)
     return path
 
 
-def _export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], inputs: list[str],
-                 outputs: list[str], axes: dict[str, dict[int, str]], path: Path) -> None:
+def _export_onnx(found: Exportable, path: Path) -> None:
     try:
-        import onnx  # noqa: F401  (the legacy exporter needs it to write the file)
+        import onnx
     except ImportError:
         raise UsageError("ONNX export needs the onnx package: install rnnkit[export]") from None
     # The legacy exporter keeps batch and time dynamic (the dynamo one may fix the output
     # length); it warns that it is deprecated, and prints a hint, both silenced here.
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, example, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
+        torch.onnx.export(found.module, found.example, str(path), input_names=found.inputs,
+                          output_names=found.outputs, dynamic_axes=found.axes,
+                          opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, found.metadata)
+    model.doc_string = found.summary
+    onnx.save(model, str(path))

@@ -1,8 +1,11 @@
 """Using a trained language model: generate text from a prompt, score text.
 
-    lm = LanguageModelRunner.load("runs/ptb-small")
+    lm = LanguageModelRunner.load("runs/ptb-small")   # or rnnkit.load("runs/ptb-small")
     lm.generate("the company said", max_tokens=30, seed=1)
     lm.score(["some text"])  # {"perplexity": ..., "loss": ..., "tokens": ...}
+
+The generation settings, their defaults and bounds are `GenerationSettings`'s fields (shared
+with `rnnkit generate`'s flags, see `add_generation_flags`, and POST /v1/generate).
 """
 
 from __future__ import annotations
@@ -17,8 +20,13 @@ from rnnkit.errors import UsageError
 from rnnkit.language_model import evaluate_stream
 from rnnkit.models.lm import LanguageModel
 from rnnkit.rundir import RunDir
+from rnnkit.runner import build_model
+from rnnkit.service_cli import GenerationSettings, add_generation_flags
 from rnnkit.tokenize import get_tokenizer
 from rnnkit.vocab import EOS, Vocab
+
+__all__ = ["GenerationSettings", "LanguageModelRunner", "add_generation_flags", "filter_logits"]
+DEFAULTS = GenerationSettings()
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -35,6 +43,8 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 class LanguageModelRunner:
+    task = "lm"
+
     def __init__(self, cfg: RunConfig, vocab: Vocab, model: LanguageModel):
         self.cfg = cfg
         self.vocab = vocab
@@ -48,7 +58,7 @@ class LanguageModelRunner:
             raise UsageError(f"{path}: is a {meta['task']} run; generate and score need a "
                              "language model (use `rnnkit predict` for classifiers)")
         cfg, vocab = run.config(), run.vocab()
-        model = LanguageModel(len(vocab), cfg.model)
+        model = build_model(cfg, vocab)
         run.load_weights(model)
         return cls(cfg, vocab, model)
 
@@ -62,30 +72,34 @@ class LanguageModelRunner:
                              "use words from its training corpus")
         return ids
 
+    def generate(self, prompt: str, max_tokens: int = DEFAULTS.max_tokens,
+                 temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                 top_p: float = DEFAULTS.top_p, seed: int | None = DEFAULTS.seed,
+                 greedy: bool = DEFAULTS.greedy, stop_at_eos: bool = DEFAULTS.stop_at_eos
+                 ) -> list[str]:
+        """New tokens after the prompt. temperature 0 or greedy=True: always the likeliest.
+        Settings outside `GenerationSettings`' bounds raise a UsageError; seed None is 0."""
+        return self.sample(prompt, GenerationSettings(
+            max_tokens, temperature, top_k, top_p, DEFAULTS.seed if seed is None else seed,
+            greedy, stop_at_eos))
+
     @torch.inference_mode()
-    def generate(self, prompt: str, max_tokens: int = 30, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 greedy: bool = False, stop_at_eos: bool = False) -> list[str]:
-        """New tokens after the prompt. temperature 0 or greedy=True: always the likeliest."""
-        if max_tokens < 1:
-            raise UsageError(f"max_tokens must be at least 1, got {max_tokens}")
-        if temperature < 0:
-            raise UsageError(f"temperature must not be negative, got {temperature}")
-        if not 0.0 < top_p <= 1.0 or top_k < 0:
-            raise UsageError("top_p must be in (0, 1] and top_k >= 0")
-        generator = torch.Generator().manual_seed(seed if seed is not None else 0)
+    def sample(self, prompt: str, settings: GenerationSettings = DEFAULTS) -> list[str]:
+        """New tokens after the prompt, as `settings` say."""
+        s = settings
+        generator = torch.Generator().manual_seed(s.seed)
         ids = torch.tensor([self.encode_prompt(prompt)])
         logits, state = self.model(ids, None)  # read the prompt: (1, T, V)
         out: list[str] = []
-        for _ in range(max_tokens):
+        for _ in range(s.max_tokens):
             last = logits[0, -1]
-            if greedy or temperature == 0:
+            if s.greedy or s.temperature == 0:
                 token = int(last.argmax())
             else:
-                probs = torch.softmax(filter_logits(last / temperature, top_k, top_p), -1)
+                probs = torch.softmax(filter_logits(last / s.temperature, s.top_k, s.top_p), -1)
                 token = int(torch.multinomial(probs, 1, generator=generator))
             word = self.vocab.itos[token]
-            if stop_at_eos and word == EOS:
+            if s.stop_at_eos and word == EOS:
                 break
             out.append(word)
             logits, state = self.model(torch.tensor([[token]]), state)

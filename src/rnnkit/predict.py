@@ -1,8 +1,8 @@
-"""Predictions from a trained classifier run: `Predictor.load(run).predict(texts)`."""
+"""Predictions from a trained classifier run: `Predictor.load(run).predict(texts)` (or
+`rnnkit.load(run)`, which picks the runner from the run's task)."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,12 +12,14 @@ import numpy as np
 import torch
 
 from rnnkit.classification import collate
-from rnnkit.config import DataConfig, RunConfig
-from rnnkit.data import cut_ids, encode_texts
+from rnnkit.config import RunConfig
+from rnnkit.data import encode_texts
 from rnnkit.errors import UsageError
 from rnnkit.models.classifier import Classifier
 from rnnkit.ngrams import NgramFeatures
 from rnnkit.rundir import RunDir
+from rnnkit.runner import build_model
+from rnnkit.tokenize import cut
 from rnnkit.vocab import Vocab
 
 
@@ -33,6 +35,8 @@ class Prediction:
 
 
 class Predictor:
+    task = "classify"
+
     def __init__(self, cfg: RunConfig, vocab: Vocab, names: list[str], model: Classifier):
         self.cfg = cfg
         self.vocab = vocab
@@ -49,8 +53,7 @@ class Predictor:
             raise UsageError(f"{path}: is a {meta['task']} run; predict needs a classifier "
                              "(use `rnnkit generate` or `rnnkit score` for language models)")
         cfg, vocab, labels = run.config(), run.vocab(), run.labels()
-        buckets = cfg.data.ngram_buckets if cfg.data.ngram_order else 0
-        model = Classifier(len(vocab), len(labels["classes"]), cfg.model, vocab.pad_id, buckets)
+        model = build_model(cfg, vocab, len(labels["classes"]))
         run.load_weights(model)
         return cls(cfg, vocab, labels["names"], model)
 
@@ -76,8 +79,8 @@ class Predictor:
         """Token ids as the model reads them (cut), and the n-gram features (whole text)."""
         if self.ngrams is None:
             return encode_texts(texts, self.cfg.data, self.vocab), None
-        full = encode_texts(texts, self._untruncated(), self.vocab)  # tokenize once
-        ids = [cut_ids(a, self.cfg.data) for a in full]
+        full = encode_texts(texts, self.cfg.data, self.vocab, max_len=0)  # tokenize once
+        ids = [cut(a, self.cfg.data.max_len, self.cfg.data.truncate) for a in full]
         return ids, [self.ngrams.features(a) for a in full]
 
     @torch.inference_mode()
@@ -113,9 +116,6 @@ class Predictor:
             torch.set_num_threads(threads)
             sys.setswitchinterval(interval)
         return out
-
-    def _untruncated(self) -> DataConfig:
-        return dataclasses.replace(self.cfg.data, max_len=0)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         if not texts:

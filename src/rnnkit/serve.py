@@ -6,17 +6,27 @@
     POST /v1/predict     {"texts": [...], "explain": false}            classifiers
     POST /v1/generate    {"prompt": "...", "max_tokens": 30, ...}      language models
     POST /v1/score       {"texts": ["line", ...]}                      language models
-    GET  /docs, /openapi.json   the schema
+    GET  /docs           the API reference, rendered from /openapi.json by a self-contained page
+    GET  /openapi.json   the schema
 
-Each model is loaded once. Predictions are micro-batched (rnnkit.batching); every model call
-runs in one model thread, so the event loop keeps accepting requests meanwhile. Errors are
-JSON: 400 wrong task or unusable input, 404 unknown model, 413 body too large, 422 a malformed
-body or field (the field is named in `detail[].loc`); never a traceback.
+Each model is loaded once (`rnnkit.load`). Predictions are micro-batched (rnnkit.microbatch);
+every model call runs in one model thread, so the event loop keeps accepting requests meanwhile.
+Errors are JSON: 400 wrong task or unusable input, 404 unknown model, 413 body too large, 422 a
+malformed body or field (the field is named in `detail[].loc`), 500 an internal failure
+(logged); never a traceback, and the connection stays open for the client's next request.
+Request fields are strict: `"explain": "yes"` or `"top_k": true` is a 422, not a guess. The
+generation fields' defaults and bounds are those of `GenerationSettings`, the server's limits
+those of `Limits` (rnnkit.service_cli; `rnnkit serve --help` lists them as flags).
+
+/docs is a page of rnnkit's own that renders /openapi.json in the browser, with no script or
+style from elsewhere, so it works offline (FastAPI's default pages load Swagger UI and ReDoc
+from a CDN; they are turned off).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -30,33 +40,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from rnnkit.batching import MicroBatcher, ServiceClosing
 from rnnkit.errors import UsageError
 from rnnkit.explain import explain
-from rnnkit.generate import LanguageModelRunner
+from rnnkit.generate import DEFAULTS, LanguageModelRunner
+from rnnkit.microbatch import MicroBatcher, ServiceClosing
 from rnnkit.predict import Predictor
-from rnnkit.rundir import RunDir
+from rnnkit.runner import TASKS, load
+from rnnkit.service_cli import GenerationSettings, Limits
 
+__all__ = ["Limits", "ServedModel", "create_app", "load_models", "parse_model_specs"]
 log = logging.getLogger("rnnkit.serve")
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_texts: int = 64  # texts per request
-    max_explain_texts: int = 8  # texts per request with "explain": true (n + 1 passes each)
-    max_text_chars: int = 20_000  # characters per text (and per prompt)
-    max_body_bytes: int = 1_000_000
-    max_tokens: int = 200  # generation length
-    max_batch: int = 64  # texts per forward pass of the micro-batcher
-    max_wait_ms: float = 5.0  # how long a lone request waits for company
 
 
 @dataclass
 class ServedModel:
     name: str
-    task: str  # "classify" | "lm"
     runner: Predictor | LanguageModelRunner
     batcher: MicroBatcher | None = None
+
+    @property
+    def task(self) -> str:  # "classify" | "lm"
+        return self.runner.task
 
     def info(self) -> dict[str, Any]:
         runner = self.runner
@@ -86,19 +90,15 @@ def parse_model_specs(specs: list[str]) -> dict[str, Path]:
 
 def load_models(specs: list[str]) -> dict[str, ServedModel]:
     """Load every run once (raises UsageError for a bad directory)."""
-    served = {}
-    for name, path in parse_model_specs(specs).items():
-        task = RunDir(path).meta()["task"]
-        runner = Predictor.load(path) if task == "classify" else LanguageModelRunner.load(path)
-        served[name] = ServedModel(name, task, runner)
-    return served
+    return {name: ServedModel(name, load(path)) for name, path in parse_model_specs(specs).items()}
 
 
 # --- request bodies -------------------------------------------------------------------------
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no "yes" for true, no true for 1, no "5" for 5; no NaN or infinity
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     model: str | None = Field(None, description="which served model (needed if several)")
 
 
@@ -107,15 +107,35 @@ class PredictBody(_Body):
     explain: bool = Field(False, description="add per-token occlusion contributions")
 
 
+GENERATION_FIELDS = {f.name: f for f in dataclasses.fields(GenerationSettings)}
+
+
+def _setting(name: str, **change: Any) -> Any:
+    """The request field of a generation setting: its default, bounds and help."""
+    meta = dict(GENERATION_FIELDS[name].metadata)
+    text = change.pop("description", meta.pop("help"))
+    return Field(change.pop("default", GENERATION_FIELDS[name].default), description=text,
+                 **meta, **change)
+
+
 class GenerateBody(_Body):
-    prompt: str = Field(..., min_length=1)
-    max_tokens: int | None = Field(None, ge=1, description="default: 30 or the server's limit")
-    temperature: float = Field(1.0, ge=0.0, description="0: always the likeliest token")
-    top_k: int = Field(0, ge=0, description="0: no top-k cut")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    greedy: bool = False
-    stop_at_eos: bool = False
+    prompt: str = Field(..., min_length=1, description="the text to continue")
+    max_tokens: int | None = _setting("max_tokens", default=None, description=(
+        f"tokens to generate (default {DEFAULTS.max_tokens}, or the server's limit if lower)"))
+    temperature: float = _setting("temperature")
+    top_k: int = _setting("top_k")
+    top_p: float = _setting("top_p")
+    seed: int | None = _setting("seed", default=None, description=(
+        "seed of the sampling: the same seed gives the same text (default 0)"))
+    greedy: bool = _setting("greedy")
+    stop_at_eos: bool = _setting("stop_at_eos")
+
+    def settings(self, limits: Limits) -> GenerationSettings:
+        """The settings this body asks for; left-out max_tokens and seed get their defaults."""
+        given = self.model_dump(include=set(GENERATION_FIELDS))
+        given["max_tokens"] = self.max_tokens or min(DEFAULTS.max_tokens, limits.max_tokens)
+        given["seed"] = DEFAULTS.seed if self.seed is None else self.seed
+        return GenerationSettings(**given)
 
 
 class ScoreBody(_Body):
@@ -169,6 +189,36 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class InternalErrors:
+    """ASGI middleware: an unexpected exception is logged and answered with a JSON 500.
+
+    It is not passed on to the server, which would close the connection: the client's next
+    request on the same keep-alive connection is answered as usual."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            log.exception("request failed: %s %s", scope.get("method"), scope.get("path"))
+            if started:  # half an answer is out: only closing the connection can tell
+                raise
+            response = JSONResponse({"detail": "internal error; see the server log"},
+                                    status_code=500)
+            await response(scope, receive, send)
+
+
 def create_app(models: dict[str, ServedModel], limits: Limits = Limits()) -> FastAPI:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnkit-model")
 
@@ -186,11 +236,14 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits()) -> Fas
                 await served.batcher.close()
         executor.shutdown(wait=True)
 
-    app = FastAPI(title="rnnkit", lifespan=lifespan,
+    app = FastAPI(title="rnnkit", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recurrent text models: classify, explain, generate, score.")
     app.state.models, app.state.limits = models, limits
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(InternalErrors)  # outermost: catches what the others raise, too
     _add_error_handlers(app)
+    generation = dataclasses.asdict(dataclasses.replace(
+        DEFAULTS, max_tokens=min(DEFAULTS.max_tokens, limits.max_tokens)))
 
     def pick(name: str | None, task: str | None = None) -> ServedModel:
         if name is None:
@@ -202,10 +255,15 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits()) -> Fas
             raise HTTPException(404, f"no model named {name!r}; served: {', '.join(models)}")
         served = models[name]
         if task is not None and served.task != task:
-            what = "a classifier" if task == "classify" else "a language model"
             raise HTTPException(400, f"model {name!r} is a {served.task} model; this route "
-                                     f"needs {what}")
+                                     f"needs {TASKS[task].what}")
         return served
+
+    def describe(served: ServedModel) -> dict[str, Any]:
+        record = served.info()
+        if served.task == "lm":  # what /v1/generate uses when a field is left out
+            record["generation"] = {**generation, "max_tokens_limit": limits.max_tokens}
+        return record
 
     def check_texts(texts: list[str], field: str = "texts") -> None:
         if len(texts) > limits.max_texts:
@@ -221,7 +279,11 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits()) -> Fas
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
-        return resources.files("rnnkit").joinpath("web", "index.html").read_text("utf-8")
+        return _web_page("index.html")
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> str:
+        return _web_page("docs.html")
 
     @app.get("/health")
     async def health() -> dict:
@@ -229,11 +291,11 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits()) -> Fas
 
     @app.get("/v1/models")
     async def list_models() -> dict:
-        return {"models": [served.info() for served in models.values()]}
+        return {"models": [describe(served) for served in models.values()]}
 
     @app.get("/v1/model")
     async def model_info(model: str | None = None) -> dict:
-        return pick(model).info()
+        return describe(pick(model))
 
     @app.post("/v1/predict")
     async def predict(body: PredictBody) -> dict:
@@ -255,14 +317,12 @@ def create_app(models: dict[str, ServedModel], limits: Limits = Limits()) -> Fas
         served = pick(body.model, "lm")
         if len(body.prompt) > limits.max_text_chars:
             raise field_error(["prompt"], f"longer than {limits.max_text_chars} characters")
-        max_tokens = body.max_tokens or min(30, limits.max_tokens)
-        if max_tokens > limits.max_tokens:
+        settings = body.settings(limits)
+        if settings.max_tokens > limits.max_tokens:
             raise field_error(["max_tokens"], f"at most {limits.max_tokens}")
         runner = served.runner
         assert isinstance(runner, LanguageModelRunner)
-        tokens = await in_model_thread(
-            lambda: runner.generate(body.prompt, max_tokens, body.temperature, body.top_k,
-                                    body.top_p, body.seed, body.greedy, body.stop_at_eos))
+        tokens = await in_model_thread(runner.sample, body.prompt, settings)
         return {"model": served.name, "prompt": body.prompt, "tokens": tokens,
                 "text": runner.detokenize(tokens)}
 
@@ -293,7 +353,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def closing(request: Request, exc: ServiceClosing) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
-    @app.exception_handler(Exception)
-    async def failed(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request failed: %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
+
+def _web_page(name: str) -> str:
+    return resources.files("rnnkit").joinpath("web", name).read_text("utf-8")

@@ -65,6 +65,16 @@ def corpus_files(tmp_path) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny classifier and a tiny language model, trained once for the whole test run and
+    shared by the service, web, export and predict tests (which only read them)."""
+    from tiny_runs import train_classifier, train_lm
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    return {"clf": train_classifier(root), "lm": train_lm(root)}
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -29,8 +29,8 @@ def session(path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def test_classifier_onnx_matches_pytorch(root, capsys):
-    run = train_classifier(root)  # the preset: bidirectional LSTM, mean+max pooling
+def test_classifier_onnx_matches_pytorch(root, tiny_runs, capsys):
+    run = tiny_runs["clf"]  # the preset: bidirectional LSTM, mean+max pooling
     out = root / "clf.onnx"
     assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out

@@ -5,12 +5,11 @@ import json
 import pytest
 
 from rnnkit.cli import main
-from tiny_runs import train_classifier
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return train_classifier(tmp_path_factory.mktemp("predict-cli"), epochs=1)
+def run(tiny_runs):
+    return tiny_runs["clf"]
 
 
 @pytest.mark.parametrize("order", [

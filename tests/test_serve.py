@@ -29,16 +29,14 @@ from rnnkit.predict import Predictor
 from rnnkit.runner import build_model, runner_class
 from rnnkit.serve import Limits, create_app, load_models
 from rnnkit.service_cli import MAX_SEED
-from tiny_runs import train_classifier, train_lm
 
 POSITIVE = "the movie was wonderful and the story superb"
 NEGATIVE = "a boring film , the plot was awful"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    return {"clf": train_classifier(root), "lm": train_lm(root)}
+def runs(tiny_runs):
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")

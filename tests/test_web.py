@@ -16,7 +16,6 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tiny_runs import train_classifier, train_lm
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -60,9 +59,8 @@ def stop(proc: subprocess.Popen) -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("web")
-    return {"clf": train_classifier(root), "lm": train_lm(root)}
+def runs(tiny_runs):
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")

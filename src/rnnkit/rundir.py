@@ -169,6 +169,7 @@ class RunDir:
                       "config": cfg.to_dict()}
             atomic_write_text(stage.config_path, json.dumps(record, indent=1))
             stage.save_trainer(trainer_state)
+            stage.record_checksums(stage.vocab_path, stage.labels_path)
             if self.path.is_dir():
                 self.path.rmdir()  # empty (checked): rename cannot replace it otherwise
             os.rename(stage.path, self.path)
@@ -212,6 +213,14 @@ class RunDir:
                              "retrain") from None
         return sums if isinstance(sums, dict) else {}
 
+    def record_checksums(self, *paths: Path) -> None:
+        """Record the sums of files written once (vocabulary, labels)."""
+        sums = self._checksums()
+        for path in paths:
+            if path.is_file():
+                sums[path.name] = [sha256_file(path)]
+        atomic_write_text(self.checksums_path, json.dumps(sums, indent=1))
+
     def verify(self, path: Path) -> None:
         """A weights or trainer file whose SHA-256 is not the one recorded when it was written
         is damaged: an error naming it, never silently used."""
@@ -219,8 +228,8 @@ class RunDir:
         if known is None:
             return  # a run written before checksums were recorded
         if sha256_file(path) not in known:
-            raise UsageError(f"{path}: checksum mismatch, the file is damaged (it changed after "
-                             "rnnkit wrote it); restore it or retrain")
+            raise UsageError(f"{path}: checksum mismatch: the file changed after rnnkit wrote "
+                             "it (damaged or edited); restore it or retrain")
 
     def save_weights(self, model: nn.Module) -> None:
         tensors, metadata = _compact_state(model)
@@ -267,10 +276,12 @@ class RunDir:
     def vocab(self) -> Vocab:
         if not self.vocab_path.is_file():
             raise UsageError(f"{self.path}: run directory has no vocab.json; it is incomplete")
+        self.verify(self.vocab_path)
         return Vocab.load(self.vocab_path)
 
     def labels(self) -> dict[str, Any]:
         labels = self._json(self.labels_path)
+        self.verify(self.labels_path)
         if not isinstance(labels, dict) or not isinstance(labels.get("classes"), list) \
                 or not isinstance(labels.get("names"), list):
             raise UsageError(f"{self.labels_path}: corrupted label file (needs lists "

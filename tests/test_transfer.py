@@ -1,0 +1,88 @@
+"""--init-from: a language model's weights start a classifier or another language model."""
+
+import json
+
+import pytest
+import torch
+
+from rnnkit.config import preset
+from rnnkit.errors import UsageError
+from rnnkit.models.lm import LanguageModel
+from rnnkit.runner import build_model
+from rnnkit.transfer import inherit_settings, initialize, map_rows, read_source
+from rnnkit.vocab import EOS, PAD, UNK, Vocab
+
+
+def test_rows_are_mapped_by_token():
+    source = Vocab([UNK, EOS, "cat", "dog"], [UNK, EOS])
+    target = Vocab([PAD, UNK, "dog", "bird", "cat"], [PAD, UNK])
+    table = torch.tensor([[1.0, 1], [2, 2], [3, 3], [6, 6]])
+    out = map_rows(table, source, target)
+    assert out[0].tolist() == [0, 0]  # <pad>: zero
+    assert out[1].tolist() == [1, 1]  # <unk> lines up with <unk>
+    assert out[2].tolist() == [6, 6] and out[4].tolist() == [3, 3]  # shared words copied
+    assert out[3].tolist() == [3, 3]  # a new word: the mean row of the source
+
+
+def test_sources_are_checked(tiny_runs, tmp_path):
+    with pytest.raises(UsageError, match="no such run directory"):
+        read_source(tmp_path / "nope", "classify")
+    with pytest.raises(UsageError, match="is a classify run"):
+        read_source(tiny_runs["clf"], "classify")
+    source = read_source(tiny_runs["lm"], "classify")
+    assert len(source.sha256) == 64 and source.record()["path"].endswith("lm")
+
+
+def test_a_changed_vocabulary_file_is_refused(tiny_runs, tmp_path):
+    import shutil
+
+    copy = tmp_path / "lm"
+    shutil.copytree(tiny_runs["lm"], copy)
+    raw = json.loads((copy / "vocab.json").read_text())
+    raw["tokens"][5], raw["tokens"][6] = raw["tokens"][6], raw["tokens"][5]
+    (copy / "vocab.json").write_text(json.dumps(raw))
+    with pytest.raises(UsageError, match="vocab.json: checksum mismatch"):
+        read_source(copy, "classify")
+
+
+def test_settings_are_taken_over_and_conflicts_named(tiny_runs):
+    source = read_source(tiny_runs["lm"], "classify")
+    cfg = preset("lstm-classifier")  # bidirectional 128: the source is a 16-unit LM
+    taken = inherit_settings(cfg, source, explicit=set())
+    assert taken.model.hidden_size == source.cfg.model.hidden_size
+    assert not taken.model.bidirectional
+    assert taken.model.pooling == cfg.model.pooling  # the head's settings stay the target's
+    with pytest.raises(UsageError, match="--hidden-size 128 conflicts with --init-from"):
+        inherit_settings(cfg, source, explicit={"hidden_size"})
+
+
+def test_classifier_starts_from_the_language_model(tiny_runs):
+    source = read_source(tiny_runs["lm"], "classify")
+    cfg = inherit_settings(preset("lstm-classifier"), source, set())
+    vocab = Vocab([PAD, UNK, "the", "cat", "zebra"], [PAD, UNK])
+    model = build_model(cfg, vocab, 2)
+    head = model.head.weight.clone()
+    coverage = initialize(model, source, vocab)
+    assert coverage.shared == 3 and coverage.total == 5  # <unk>, the, cat
+    emb = model.encoder.embedding.weight
+    lm_emb = source.weights["encoder.embedding.weight"]
+    assert torch.equal(emb[3], lm_emb[source.vocab.stoi["cat"]])
+    assert torch.equal(emb[4], lm_emb.mean(0)) and emb[0].abs().sum() == 0
+    for name, value in source.weights.items():
+        if name.startswith("encoder.rnn."):
+            assert torch.equal(model.state_dict()[name], value), name
+    assert torch.equal(model.head.weight, head)  # the head starts fresh
+
+
+def test_language_model_fine_tunes_on_a_new_vocabulary(tiny_runs):
+    source = read_source(tiny_runs["lm"], "lm")
+    cfg = inherit_settings(preset("lm"), source, set())
+    vocab = Vocab([UNK, EOS, "the", "park", "quokka"], [UNK, EOS])
+    model = build_model(cfg, vocab)
+    assert isinstance(model, LanguageModel)
+    initialize(model, source, vocab)
+    bias, mine = source.weights["decoder.bias"], model.decoder.bias.detach()
+    assert mine[2] == bias[source.vocab.stoi["the"]]
+    assert float(mine[4]) == pytest.approx(float(bias.mean()))
+    # tied: the output layer's rows are the (mapped) embedding rows
+    assert model.decoder.weight is model.encoder.embedding.weight

@@ -340,7 +340,7 @@ def test_nonsense_settings_are_refused_before_work(clf_files, tmp_path, capsys, 
 @pytest.mark.parametrize("args,match", [
     (["--cutoffs", "6000,2000", "--softmax", "adaptive", "--tie-weights", "false"],
      "--cutoffs must be increasing"),
-    (["--embedding-dim", "8", "--hidden-size", "16"], "--tie-weights needs --embedding-dim"),
+    (["--cell", "jordan", "--num-layers", "2"], "--cell jordan has one layer"),
     (["--batch-size", "100000"], "--batch-size 100000 is too large for a training corpus"),
 ])
 def test_language_model_settings_refused_before_writing(lm_file, tmp_path, capsys, args,

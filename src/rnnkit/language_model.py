@@ -15,6 +15,12 @@ is the start state of the next, so each stream is read as one long text. The sta
 *detached* between windows: gradients flow back at most `num_steps` steps (truncated BPTT),
 which bounds memory and time per update.
 
+With `variable_bptt` (AWD-LSTM), each epoch's windows have lengths drawn around num_steps
+(regularizers.window_starts, from (seed, epoch): the same on every call, so a resume finds
+them) and cover the whole stream; a window's learning rate is scaled by length / num_steps.
+With `ar_alpha` / `tar_beta`, the training objective adds AR on the last layer's dropped-out
+outputs and TAR on its raw ones; the reported training loss stays the data's NLL.
+
 Evaluation is exact: the whole split is read as one stream (batch 1) with the state carried,
 and every token after the first is scored.
 """
@@ -33,7 +39,11 @@ from rnnkit.metrics import perplexity
 from rnnkit.vocab import Vocab
 from rnnkit.models.encoder import State
 from rnnkit.models.lm import LanguageModel
+from rnnkit.models.regularizers import (activation_regularization, lr_scale,
+                                        temporal_activation_regularization, window_starts)
 from rnnkit.precision import autocast
+from rnnkit.runner import build_model
+from rnnkit.train import StepLoss
 
 EVAL_WINDOW = 256
 
@@ -90,43 +100,77 @@ class LanguageModelTask:
         return f"perplexity {metrics['perplexity']:.2f} over {metrics['tokens']:,} tokens"
 
     def build_model(self) -> LanguageModel:
-        return LanguageModel(len(self.data.vocab), self.cfg.model)
+        return build_model(self.cfg, self.data.vocab)
 
     def prepare(self, model: LanguageModel, log: Any = print) -> None:
         pass
 
-    def train_batches(self, epoch: int) -> list[int]:
-        """Start columns of the epoch's windows (full windows only, as in the TF tutorial)."""
+    def train_batches(self, epoch: int) -> list[int] | list[tuple[int, int]]:
+        """Start columns of the epoch's windows (full windows only, as in the TF tutorial);
+        with variable_bptt, (start, length) of windows of varying length that cover every
+        column."""
         assert self.streams is not None
-        steps = self.cfg.train.num_steps
-        count = max(1, (self.streams.shape[1] - 1) // steps)
-        return [i * steps for i in range(count)]
+        t = self.cfg.train
+        if t.variable_bptt:
+            return window_starts(self.streams.shape[1] - 1, t.num_steps, t.seed, epoch,
+                                 min_len=min(5, t.num_steps))
+        count = max(1, (self.streams.shape[1] - 1) // t.num_steps)
+        return [i * t.num_steps for i in range(count)]
+
+    def _window(self, batch: int | tuple[int, int]) -> tuple[int, int]:
+        """(start, length) of a batch of `train_batches`."""
+        if isinstance(batch, tuple):
+            return batch
+        return batch, min(self.cfg.train.num_steps, self.streams.shape[1] - 1 - batch)
+
+    def lr_factor(self, batch: int | tuple[int, int]) -> float:
+        """AWD-LSTM: a variable window's rate is lr * length / num_steps; else 1."""
+        if not self.cfg.train.variable_bptt:
+            return 1.0
+        return lr_scale(self._window(batch)[1], self.cfg.train.num_steps)
 
     def initial_state(self, model: LanguageModel) -> State:
         return model.initial_state(self.cfg.train.batch_size)
 
-    def train_step(self, model: LanguageModel, start: int, state: State | None
-                   ) -> tuple[torch.Tensor, int, State]:
+    def train_step(self, model: LanguageModel, batch: int | tuple[int, int],
+                   state: State | None) -> tuple[torch.Tensor | StepLoss, int, State]:
+        """The loss of one window and the state it leaves. A plain tensor (the NLL, scaled
+        for sum_steps) in the classic setting; a StepLoss when the objective has AR/TAR terms
+        or the window's length varies, its `token` being the per-token NLL alone."""
         assert self.streams is not None
+        t = self.cfg.train
         device = model.encoder.embedding.weight.device
         if self.streams.device != device:
             self.streams = self.streams.to(device)  # the whole training stream, once
-        steps = min(self.cfg.train.num_steps, self.streams.shape[1] - 1 - start)
+        start, steps = self._window(batch)
         inputs = self.streams[:, start: start + steps]  # (B, T)
         targets = self.streams[:, start + 1: start + 1 + steps]  # (B, T), shifted by one
         state = detach(state) if state is not None else self.initial_state(model)
-        with autocast(self.cfg.train.precision, device):
-            features, state = model.features(inputs, state)
+        penalty = None
+        with autocast(t.precision, device):
+            if t.ar_alpha or t.tar_beta:
+                features, raw, state = model.features_and_raw(inputs, state)
+                # AR on the outputs as the decoder sees them (dropped out), TAR on the raw ones.
+                penalty = (activation_regularization(features.float(), t.ar_alpha)
+                           + temporal_activation_regularization(raw.float(), t.tar_beta))
+            else:
+                features, state = model.features(inputs, state)
             loss = model.token_nll(features, targets).float()
         state = tuple(s.float() for s in state)
-        if self.cfg.train.loss_scale == "sum_steps":
-            # Zaremba / TF tutorial: the loss is summed over time steps of the batch mean, so
-            # gradients (and what the clip norm sees) are num_steps times the per-token mean.
-            loss = loss * steps
-        return loss, inputs.numel(), state
+        if penalty is None and not t.variable_bptt:
+            if t.loss_scale == "sum_steps":
+                # Zaremba / TF tutorial: the loss is summed over time steps of the batch mean,
+                # so gradients (and what the clip norm sees) are num_steps times the token mean.
+                loss = loss * steps
+            return loss, inputs.numel(), state
+        objective = loss if penalty is None else loss + penalty
+        if t.loss_scale == "sum_steps":
+            objective = objective * steps  # this window's length
+        return StepLoss(objective, loss.detach()), inputs.numel(), state
 
     def token_loss(self, loss: torch.Tensor) -> float:
-        """The per-token mean loss behind a value returned by `train_step`."""
+        """The per-token mean loss behind a tensor returned by `train_step` (full windows of
+        num_steps: a StepLoss carries its own)."""
         scale = self.cfg.train.num_steps if self.cfg.train.loss_scale == "sum_steps" else 1
         return float(loss) / scale
 

@@ -8,6 +8,12 @@ stopping, checkpoints, the time budget and exact resume.
 Resume is exact: the epoch's batch order comes from (seed, epoch); the torch RNG (dropout),
 the optimizer, the position inside the epoch and the carried LM state are saved in
 `trainer.pt`, so an interrupted run continues as if it never stopped.
+
+NT-ASGD (`nt_asgd`, Merity et al. 2017; regularizers.NTASGD): SGD until a validation loss is
+worse than the best of those more than `nonmono` epochs before it, then the running average
+of the weights after every step since. From then on validation reads the averaged weights,
+and they are what model.safetensors keeps (so evaluate, generate, serve and export use them);
+trainer.pt keeps the SGD weights and the average's sums, so a resume continues exactly.
 """
 
 from __future__ import annotations
@@ -25,13 +31,29 @@ from tqdm import tqdm
 
 from rnnkit.config import RunConfig
 from rnnkit.errors import UsageError
+from rnnkit.models.regularizers import NTASGD
 from rnnkit.plots import plot_curve
 from rnnkit.precision import bf16_available, resolve_device
 from rnnkit.rundir import RunDir
 
 
+@dataclass
+class StepLoss:
+    """A training step's loss when the objective is not what is reported: `objective` is
+    what backward() sees (with AR/TAR, with the sum_steps scale of a variable window), `token`
+    the per-token (per-example) data loss the epoch's train loss averages."""
+
+    objective: torch.Tensor
+    token: torch.Tensor
+
+
 class Task(Protocol):
-    """What differs between classifiers and language models; the loop owns the rest."""
+    """What differs between classifiers and language models; the loop owns the rest.
+
+    `train_step` returns (loss, count, state): the loss is a tensor, for which `token_loss`
+    gives the reported per-token value, or a `StepLoss` that carries both. `lr_factor(batch)`
+    is optional (1.0 without it): the learning rate of that batch's step is the schedule's
+    times it (variable BPTT windows)."""
 
     cfg: RunConfig
     metric: str  # the validation metric that picks the best weights
@@ -41,7 +63,7 @@ class Task(Protocol):
     def prepare(self, model: nn.Module, log: Any) -> None: ...
     def train_batches(self, epoch: int) -> list[Any]: ...
     def train_step(self, model: nn.Module, batch: Any, state: Any
-                   ) -> tuple[torch.Tensor, int, Any]: ...
+                   ) -> tuple[torch.Tensor | StepLoss, int, Any]: ...
     def token_loss(self, loss: torch.Tensor) -> float: ...
     def evaluate(self, model: nn.Module, split: str) -> dict: ...
     def epoch_extras(self, train_loss: float) -> dict[str, float]: ...
@@ -185,14 +207,31 @@ class Session:
     progress: Progress
     device: torch.device
     state: Any = None
+    ntasgd: NTASGD | None = None  # with nt_asgd: the trigger's record and the averaged sums
 
     def trainer_state(self) -> dict[str, Any]:
         """Everything `trainer.pt` holds: resuming from it continues bit for bit."""
         device = self.device
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "progress": self.progress.__dict__, "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "state": list(self.state) if self.state is not None else None}
+        saved = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "progress": self.progress.__dict__, "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                 "state": list(self.state) if self.state is not None else None}
+        if self.ntasgd is not None:
+            saved["ntasgd"] = self.ntasgd.state_dict()
+        return saved
+
+    def averaging(self) -> bool:
+        """Whether NT-ASGD has averaged weights (triggered, and at least one step since)."""
+        return self.ntasgd is not None and self.ntasgd.count > 0
+
+    def save_best(self, run: RunDir) -> None:
+        """model.safetensors: the averaged weights once NT-ASGD averages, else the model's."""
+        if self.averaging():
+            assert self.ntasgd is not None
+            with self.ntasgd.averaged(self.model):
+                run.save_weights(self.model)
+        else:
+            run.save_weights(self.model)
 
 
 def start_session(cfg: RunConfig, task: Task, saved: dict[str, Any] | None, log: Any
@@ -208,12 +247,16 @@ def start_session(cfg: RunConfig, task: Task, saved: dict[str, Any] | None, log:
         task.prepare(model, log)  # pretrained rows, n-gram ratios (a resume loads them instead)
     model.to(device)  # before the optimizer: its state follows the parameters' device
     session = Session(model, make_optimizer(model, cfg), Progress(lr=cfg.train.lr), device)
+    if cfg.train.nt_asgd:
+        session.ntasgd = NTASGD(cfg.train.nonmono)
     if saved is not None:
         model.load_state_dict(saved["model"])
         session.optimizer.load_state_dict(saved["optimizer"])
         session.progress = Progress(**saved["progress"])
         if saved.get("state"):
             session.state = tuple(s.to(device) for s in saved["state"])
+        if session.ntasgd is not None and saved.get("ntasgd") is not None:
+            session.ntasgd.load_state_dict(saved["ntasgd"])  # older trainer.pt: none yet
         torch.set_rng_state(saved["rng"])
         if device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"], device)
@@ -263,7 +306,7 @@ def train(run: RunDir, cfg: RunConfig, task: Task, session: Session, max_steps: 
             if not loop.train_epoch():
                 run.save_trainer(session.trainer_state())  # stopped inside the epoch
                 if not run.weights_path.exists():
-                    run.save_weights(session.model)  # something to evaluate and predict with
+                    session.save_best(run)  # something to evaluate and predict with
                 break
             loop.end_of_epoch()
     if loop.stop_reason:
@@ -308,22 +351,29 @@ class _Loop:
         bar = tqdm(total=len(batches), initial=progress.batch, desc=f"epoch {epoch + 1}",
                    leave=False, disable=None, file=sys.stderr)
         report_every = self.log_every or max(1, len(batches) // 10)
+        lr_factor = getattr(task, "lr_factor", None)
         for index in range(progress.batch, len(batches)):
             self.lr = self.rate_for_step()
+            rate = self.lr * lr_factor(batches[index]) if lr_factor is not None else self.lr
             for group in optimizer.param_groups:
-                group["lr"] = self.lr
+                group["lr"] = rate
             loss, count, session.state = task.train_step(model, batches[index], session.state)
-            if not torch.isfinite(loss):
+            objective = loss.objective if isinstance(loss, StepLoss) else loss
+            if not torch.isfinite(objective):
                 raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, step "
                                     f"{progress.step + 1} (try a lower --lr or a --clip)")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             if cfg.train.clip:
                 clip_gradients(model, cfg.train.clip)
             optimizer.step()
+            if session.ntasgd is not None:
+                session.ntasgd.update(model)  # nothing before the trigger
             progress.step += 1
             progress.batch = index + 1
-            progress.epoch_loss += task.token_loss(loss.detach()) * count
+            reported = (float(loss.token) if isinstance(loss, StepLoss)
+                        else task.token_loss(loss.detach()))
+            progress.epoch_loss += reported * count
             progress.epoch_count += count
             seen += count
             live = task.live(progress.epoch_loss / max(1, progress.epoch_count),
@@ -353,17 +403,29 @@ class _Loop:
         return ""
 
     def end_of_epoch(self) -> None:
-        """Validate, keep the best weights, decay on a plateau, stop early, checkpoint."""
+        """Validate, keep the best weights, decay on a plateau, stop early, checkpoint.
+
+        With NT-ASGD, validation reads the averaged weights once there are any, and the
+        validation loss may trigger the averaging (from the next step on)."""
         cfg, task, run, session = self.cfg, self.task, self.run, self.session
-        progress = session.progress
+        progress, ntasgd = session.progress, session.ntasgd
         train_loss = progress.epoch_loss / max(1, progress.epoch_count)
-        metrics = task.evaluate(session.model, "valid")
+        if session.averaging():
+            assert ntasgd is not None
+            with ntasgd.averaged(session.model):
+                metrics = task.evaluate(session.model, "valid")
+        else:
+            metrics = task.evaluate(session.model, "valid")
         value = metrics[task.metric]
         improved = progress.best is None or (
             value > progress.best if task.higher_is_better else value < progress.best)
+        triggered = ntasgd is not None and ntasgd.observe(metrics["loss"])
+        if triggered:
+            self.log(f"epoch {progress.epoch + 1}: NT-ASGD triggered; averaging the weights "
+                     "from the next step on", flush=True)
         if improved:
             progress.best, progress.bad_epochs = value, 0
-            run.save_weights(session.model)
+            session.save_best(run)
         else:
             progress.bad_epochs += 1
             if cfg.train.schedule == "plateau":
@@ -373,6 +435,8 @@ class _Loop:
                   "train_loss": train_loss, "valid_loss": metrics["loss"],
                   f"valid_{task.metric}": value, **task.epoch_extras(train_loss),
                   "seconds": round(time.monotonic() - self.clock, 1)}
+        if ntasgd is not None:  # whether this validation read the averaged weights
+            record["averaged"] = session.averaging()
         progress.history.append(record)
         self.log(f"epoch {epoch}: train loss {train_loss:.4f}  valid {task.metric} "
                  f"{value:.4f}{'  (best)' if improved else ''}  lr {self.lr:.4g}  "

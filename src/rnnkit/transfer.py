@@ -28,7 +28,8 @@ from rnnkit.rundir import RunDir, sha256_file
 from rnnkit.vocab import PAD, Vocab
 
 # The settings that shape the encoder's weights: taken from the source run.
-ENCODER_SETTINGS = ("cell", "embedding_dim", "hidden_size", "num_layers", "bidirectional")
+ENCODER_SETTINGS = ("cell", "embedding_dim", "hidden_size", "num_layers", "bidirectional",
+                    "last_layer_size")
 # What a language-model source adds for a language-model target: its output layer.
 OUTPUT_SETTINGS = ("tie_weights", "softmax", "cutoffs")
 

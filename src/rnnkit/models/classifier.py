@@ -72,7 +72,9 @@ class Classifier(nn.Module):
         width = self.encoder.output_size
         if cfg.pooling == "attention":
             self.attention = nn.Linear(width, 1)
-        self.dropout = Dropout(cfg.dropout)
+        # On the pooled vector, one per text: locked dropout (one mask per sequence) is plain
+        # dropout there, so `locked_dropout` changes nothing here.
+        self.dropout = Dropout(cfg.rate("output"))
         self.head = nn.Linear(width * (2 if cfg.pooling == "meanmax" else 1), num_classes)
         self.ngrams = (NgramBag(ngram_buckets, num_classes, cfg.ngram_dropout)
                        if ngram_buckets else None)

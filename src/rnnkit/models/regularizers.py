@@ -139,8 +139,9 @@ def temporal_activation_regularization(outputs: torch.Tensor, beta: float,
 
 class NTASGD:
     """Non-monotonically triggered ASGD (Merity et al. 2017): plain SGD until a validation loss
-    is worse than the best of those more than `nonmono` evaluations before it, then, after
-    every optimizer step, the running average of the weights since the trigger.
+    is worse than the best of those more than `nonmono` evaluations before it (nonmono 0: the
+    best of all before it), then, after every optimizer step, the running average of the
+    weights since the trigger.
 
     The optimizer is untouched (AWD-LSTM's ASGD with t0 = 0, lambd = 0 is SGD plus this
     average). Sums are kept in `dtype` (float64 by default: exact for thousands of steps of
@@ -149,8 +150,8 @@ class NTASGD:
     """
 
     def __init__(self, nonmono: int = 5, dtype: torch.dtype = torch.float64):
-        if nonmono < 1:
-            raise ValueError(f"nonmono must be at least 1, got {nonmono}")
+        if nonmono < 0:
+            raise ValueError(f"nonmono must not be negative, got {nonmono}")
         self.nonmono, self.dtype = nonmono, dtype
         self.losses: list[float] = []  # every validation loss observed, in order
         self.trigger_at: int | None = None  # index in `losses` of the one that triggered
@@ -164,7 +165,8 @@ class NTASGD:
 
     def observe(self, valid_loss: float) -> bool:
         """Record a validation loss; True when this one triggers the averaging."""
-        earlier = self.losses[:-self.nonmono]  # losses more than `nonmono` evaluations ago
+        # the losses more than `nonmono` evaluations ago (nonmono 0: all earlier ones)
+        earlier = self.losses[:len(self.losses) - self.nonmono]
         start = not self.triggered and bool(earlier) and valid_loss > min(earlier)
         if start:
             self.trigger_at = len(self.losses)

@@ -61,7 +61,13 @@ def main() -> None:
     parser.add_argument("--run", help="a trained imdb-seed run, for inference figures")
     parser.add_argument("--skip-training", action="store_true", help="inference figures only")
     parser.add_argument("--json")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="flush denormal floats to zero for every row (torch.set_flush_denormal)"
+                             "; gradients that shrink step by step back through time turn "
+                             "denormal, which some CPUs compute far more slowly")
     args = parser.parse_args()
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
     if args.skip_training:
         if not args.run:
             parser.error("--skip-training needs --run")

@@ -86,3 +86,28 @@ def test_language_model_fine_tunes_on_a_new_vocabulary(tiny_runs):
     assert float(mine[4]) == pytest.approx(float(bias.mean()))
     # tied: the output layer's rows are the (mapped) embedding rows
     assert model.decoder.weight is model.encoder.embedding.weight
+
+
+def test_train_init_from_on_the_command_line(tiny_runs, tsv_data, tmp_path, capsys):
+    from rnnkit.cli import main
+
+    data = ["--train", str(tsv_data["train"]), "--valid", str(tsv_data["dev"]), "--text-field",
+            "sentence", "--epochs", "1", "--report", "valid"]
+    run = tmp_path / "clf"
+    assert main(["train", *data, "--init-from", str(tiny_runs["lm"]), "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "init-from: " in err and "take the source's rows" in err
+    meta = json.loads((run / "config.json").read_text())
+    lm_meta = json.loads((tiny_runs["lm"] / "config.json").read_text())
+    assert meta["init_from"]["sha256"] == read_source(tiny_runs["lm"], "classify").sha256
+    assert meta["config"]["model"]["hidden_size"] == lm_meta["config"]["model"]["hidden_size"]
+    for args, match in (
+        (["--init-from", str(tiny_runs["clf"])], "is a classify run"),
+        (["--init-from", str(tmp_path / "none")], "no such run directory"),
+        (["--init-from", str(tiny_runs["lm"]), "--hidden-size", "64"], "conflicts with"),
+    ):
+        out = tmp_path / "bad"
+        assert main(["train", *data, *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert match in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()

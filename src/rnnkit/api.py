@@ -109,12 +109,16 @@ def check_memory(task: Task | None, cfg: RunConfig, vocab_size: int = 2,
 
 def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: int = 0,
               log: Any = print, log_every: int = 0,
-              report: tuple[str, ...] = ("valid", "test")) -> dict:
+              report: tuple[str, ...] = ("valid", "test"),
+              explicit: frozenset[str] = frozenset()) -> dict:
     """Train (or resume) the run in `out`, then report the metrics of the best weights on the
     `report` splits. Returns the results that are also written to results.json.
 
     Everything that can be checked is checked before anything is written; a new run
     directory appears whole, with a step-0 trainer state, so it can always be resumed.
+    With `cfg.train.init_from`, the model starts from that language-model run's weights and
+    takes over its model settings; `explicit` names the settings the user gave, which must
+    not contradict the source's.
     """
     if max_steps < 0:
         raise UsageError(f"--max-steps must be >= 0, got {max_steps}")
@@ -129,6 +133,12 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
                              "remove it and train again")
     else:
         run.check_new()
+    source = None
+    if cfg.train.init_from and not resume:
+        from rnnkit.transfer import inherit_settings, read_source
+
+        source = read_source(cfg.train.init_from, cfg.model.task)
+        cfg = inherit_settings(cfg, source, set(explicit))
     check_home()
     resolve_device(cfg.train.device)  # a missing GPU is said before anything is written
     check_memory(None, cfg)
@@ -141,8 +151,9 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
         run.remove_stale_temporaries()
         session = start_session(cfg, task, run.load_trainer(), log)
     else:
-        session = start_session(cfg, task, None, log)
-        run.create(cfg, task.data.vocab, task.meta(), task.labels(), session.trainer_state())
+        session = start_session(cfg, task, None, log, init=source)
+        meta = {**task.meta(), **({"init_from": source.record()} if source else {})}
+        run.create(cfg, task.data.vocab, meta, task.labels(), session.trainer_state())
     try:
         progress = train(run, cfg, task, session, max_steps=max_steps, log=log,
                          log_every=log_every)

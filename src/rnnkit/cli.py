@@ -97,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Progress and log lines go to standard error, so that standard output carries only the
     # result: the JSON object with --json, else the run's path.
     results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps,
-                            log=_stderr, log_every=args.log_every, report=report)
+                            log=_stderr, log_every=args.log_every, report=report,
+                            explicit=frozenset(overrides))
     if args.json:
         print(json.dumps(results))
     else:

@@ -18,7 +18,7 @@ from rnnkit.errors import UsageError
 
 TASKS = ("classify", "lm")
 CELLS = ("lstm", "gru", "rnn", "jordan")
-POOLINGS = ("last", "mean", "max", "meanmax", "attention")
+POOLINGS = ("last", "mean", "max", "meanmax", "concat", "attention")
 TOKENIZERS = ("basic", "tutorial", "whitespace", "char")
 
 
@@ -156,7 +156,10 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop training (and checkpoint) after this many minutes; 0 = none
     clip: float = 0.0  # max global gradient norm; 0 = no clipping
     loss_scale: str = "mean"  # mean | sum_steps (Zaremba: sum over steps of the batch mean)
-    schedule: str = "none"  # none | step | plateau | cosine
+    schedule: str = "none"  # none | step | plateau | cosine | slanted
+    warmup_fraction: float = 0.1  # slanted: share of the steps over which the rate rises
+    layer_lr_decay: float = 1.0  # > 1: each layer below the top learns this much slower
+    gradual_unfreeze: bool = False  # epoch 1 trains the top layer group only, then one more
     lr_decay: float = 0.5  # step: factor per epoch once past decay_start; plateau: factor
     decay_start: int = 0  # step: epochs at the full rate before decaying
     patience: int = 0  # early stopping: epochs without validation improvement; 0 = off
@@ -164,7 +167,8 @@ class TrainConfig:
     seed: int = 1
     threads: int = 0  # torch threads; 0 = torch's default
     precision: str = "fp32"  # fp32 | bf16 (autocast matmuls to bfloat16; weights stay fp32)
-    device: str = "auto"  # auto (a CUDA GPU if one is visible, else the CPU) | cpu | cuda[:N]
+    device: str = "auto"
+    init_from: str | None = None  # a language-model run whose weights start this model  # auto (a CUDA GPU if one is visible, else the CPU) | cpu | cuda[:N]
     # AWD-LSTM's training aids (language models; all off by default):
     ar_alpha: float = 0.0  # AR: alpha * mean(h^2) of the last layer's dropped-out outputs
     tar_beta: float = 0.0  # TAR: beta * mean((h_t - h_{t-1})^2) of its raw outputs
@@ -177,7 +181,12 @@ class TrainConfig:
         check_device_name(self.device)
         _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         _check_choice("loss_scale", self.loss_scale, ("mean", "sum_steps"))
-        _check_choice("schedule", self.schedule, ("none", "step", "plateau", "cosine"))
+        _check_choice("schedule", self.schedule, ("none", "step", "plateau", "cosine",
+                                                  "slanted"))
+        if not 0.0 < self.warmup_fraction < 1.0:
+            raise UsageError(f"--warmup-fraction must be in (0, 1), got {self.warmup_fraction}")
+        if self.layer_lr_decay < 1.0:
+            raise UsageError(f"--layer-lr-decay must be >= 1, got {self.layer_lr_decay}")
         _check_choice("precision", self.precision, ("fp32", "bf16"))
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         _check_range("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)

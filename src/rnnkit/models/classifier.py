@@ -4,7 +4,8 @@ n-gram bag branch.
 Pooling over right-padded outputs (B, T, D) with lengths (B,):
 - `last`: the state at each sequence's last real token (forward direction) joined with the
   backward direction's state at the first token, i.e. each direction's final state;
-- `mean` / `max`: over real positions only; `meanmax` concatenates both;
+- `mean` / `max`: over real positions only; `meanmax` concatenates both; `concat` joins
+  last, mean and max (ULMFiT's concat pooling);
 - `attention`: a learned score per position, softmax over real positions, weighted sum.
 
 The n-gram branch (data.ngram_order > 0) scores hashed word n-grams present in the text, each
@@ -75,20 +76,22 @@ class Classifier(nn.Module):
         # On the pooled vector, one per text: locked dropout (one mask per sequence) is plain
         # dropout there, so `locked_dropout` changes nothing here.
         self.dropout = Dropout(cfg.rate("output"))
-        self.head = nn.Linear(width * (2 if cfg.pooling == "meanmax" else 1), num_classes)
+        parts = {"meanmax": 2, "concat": 3}.get(cfg.pooling, 1)
+        self.head = nn.Linear(width * parts, num_classes)
         self.ngrams = (NgramBag(ngram_buckets, num_classes, cfg.ngram_dropout)
                        if ngram_buckets else None)
 
     def pool(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, seq_len, width = outputs.shape
         pooling = self.cfg.pooling
-        if pooling == "last":
+        if pooling in ("last", "concat"):
             rows = torch.arange(batch, device=outputs.device)
             last = outputs[rows, lengths - 1]  # (B, D)
             if self.cfg.bidirectional:
                 half = width // 2
                 last = torch.cat([last[:, :half], outputs[:, 0, half:]], dim=-1)
-            return last
+            if pooling == "last":
+                return last
         mask = sequence_mask(lengths, seq_len).unsqueeze(-1)  # (B, T, 1)
         if pooling == "attention":
             scores = self.attention(outputs).masked_fill(~mask, float("-inf"))
@@ -97,6 +100,8 @@ class Classifier(nn.Module):
         if pooling == "mean":
             return mean
         maxed = outputs.masked_fill(~mask, float("-inf")).max(1).values
+        if pooling == "concat":
+            return torch.cat([last, mean, maxed], dim=-1)
         return maxed if pooling == "max" else torch.cat([mean, maxed], dim=-1)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor,

@@ -7,6 +7,7 @@ import pytest
 
 POS = ["great", "wonderful", "loved", "superb", "excellent", "fun", "moving", "brilliant"]
 NEG = ["awful", "boring", "hated", "terrible", "dull", "waste", "poor", "bad"]
+LM_SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song"]
 FILLER = ["the", "movie", "film", "a", "was", "it", "and", "plot", "actors", "story", "this",
           "of", "to", "is", "in", "scene"]
 
@@ -73,6 +74,24 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("tiny-runs")
     return {"clf": train_classifier(root), "lm": train_lm(root)}
+
+
+@pytest.fixture
+def lm_file(tmp_path) -> Path:
+    """A 300-line corpus from a 12-word grammar."""
+    rng = random.Random(1)
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(rng.choice(LM_SENTENCES) for _ in range(300)) + "\n")
+    return path
+
+
+def lm_cfg(path, **settings):
+    """A tiny `lm`-preset language model on `path` (settings override)."""
+    from rnnkit.config import preset
+
+    return preset("lm").override(**{**dict(
+        train=str(path), embedding_dim=8, hidden_size=8, batch_size=4, num_steps=6, epochs=3,
+        dropout=0.3, lr=5.0), **settings})
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

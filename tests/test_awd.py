@@ -3,7 +3,6 @@ each piece off in evaluation, doing something in training, exact through resume.
 
 import json
 import re
-import random
 import signal
 from pathlib import Path
 
@@ -25,24 +24,11 @@ from rnnkit.rundir import RunDir
 from rnnkit.train import StepLoss, start_session
 from rnnkit.vocab import Vocab
 
+from conftest import lm_cfg
+
 QUIET = dict(log=lambda *a, **k: None)
-SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song"]
 AWD = dict(embedding_dropout=0.2, locked_dropout=True, input_dropout=0.3, hidden_dropout=0.2,
            output_dropout=0.4, weight_drop=0.5)
-
-
-@pytest.fixture
-def lm_file(tmp_path) -> Path:
-    rng = random.Random(1)
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(rng.choice(SENTENCES) for _ in range(300)) + "\n")
-    return path
-
-
-def lm_cfg(path, **settings):
-    return preset("lm").override(**{**dict(
-        train=str(path), embedding_dim=8, hidden_size=8, batch_size=4, num_steps=6, epochs=3,
-        dropout=0.3, lr=5.0), **settings})
 
 
 def rows(run: Path) -> list[dict]:
@@ -585,7 +571,7 @@ def test_jordan_trains_evaluates_and_generates_from_the_command_line(lm_file, tm
 
 
 def make_reviews_tsv(root: Path) -> dict[str, Path]:
-    from conftest import make_reviews
+    from conftest import lm_cfg, make_reviews
 
     rows_ = make_reviews(300, seed=3)
     paths = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_reviews
+from conftest import lm_cfg, make_reviews
 from rnnkit import api
 from rnnkit.cli import main
 from rnnkit.config import preset
@@ -22,7 +22,6 @@ from rnnkit.rundir import RunDir
 from rnnkit.train import cosine_lr, epoch_lr
 
 QUIET = dict(log=lambda *a, **k: None)
-SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song"]
 
 
 @pytest.fixture
@@ -35,26 +34,10 @@ def clf_files(tmp_path) -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture
-def lm_file(tmp_path) -> Path:
-    import random
-
-    rng = random.Random(1)
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(rng.choice(SENTENCES) for _ in range(300)) + "\n")
-    return path
-
-
 def classifier_cfg(files, **settings):
     return preset("lstm-classifier").override(**{**dict(
         train=str(files["train"]), valid=str(files["dev"]), embedding_dim=8, hidden_size=8,
         batch_size=16, lr=0.02, min_freq=1, epochs=3, dropout=0.3), **settings})
-
-
-def lm_cfg(path, **settings):
-    return preset("lm").override(**{**dict(
-        train=str(path), embedding_dim=8, hidden_size=8, batch_size=4, num_steps=6, epochs=3,
-        dropout=0.3, lr=5.0), **settings})
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:

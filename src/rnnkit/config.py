@@ -403,7 +403,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # early iterates would hurt), bf16 matmuls. Measured with `rnnkit train` on an otherwise idle
     # machine: about 6,900 training tokens/s (an epoch of 929k tokens in 2.3 min) and 15 s for
     # the exact validation: 20 epochs in about 50 min, 0.5 min more for the final valid + test
-    # evaluation; max_minutes stops a slower machine in time for it. Not trained to the end here.
+    # evaluation; max_minutes stops a slower machine in time for it. No full-run figure yet.
     "ptb-hour": {
         "data": dict(dataset="ptb", tokenizer="whitespace", lowercase=False),
         "model": dict(task="lm", embedding_dim=400, hidden_size=650, num_layers=2,

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import safetensors
 import safetensors.torch
@@ -100,3 +102,36 @@ def test_resume_is_exact_with_compact_checkpoints(tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_damaged_or_foreign_run_files_are_one_line_errors(tiny_runs, tmp_path, capsys):
+    """The last 40 bytes of the weights overwritten, another model's weights, a labels file
+    that does not match the model: one line naming the file, never a traceback or NaN."""
+    import shutil
+
+    from rnnkit.cli import main
+
+    run = tmp_path / "clf"
+    shutil.copytree(tiny_runs["clf"], run)
+    weights = run / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-40] + b"\0" * 40)
+    for args in (["predict", str(run), "a fine film"], ["evaluate", str(run), "--split", "valid"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "model.safetensors: checksum mismatch" in err and len(err.splitlines()) == 1
+    # another model's weights, with no checksum on record (a run from before checksums)
+    sums = json.loads((run / "checksums.json").read_text())
+    (run / "checksums.json").write_text(json.dumps({"labels.json": sums["labels.json"]}))
+    shutil.copy(tiny_runs["lm"] / "model.safetensors", weights)
+    assert main(["predict", str(run), "a fine film"]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors: " in err and len(err.strip().splitlines()) == 1, err
+    weights.write_bytes(original)
+    (run / "checksums.json").write_text("{}")
+    labels = json.loads((run / "labels.json").read_text())
+    labels["names"] = labels["names"][:1]
+    (run / "labels.json").write_text(json.dumps(labels))
+    assert main(["predict", str(run), "a fine film"]) == 2
+    err = capsys.readouterr().err
+    assert "labels.json: 2 classes and 1 names" in err and len(err.splitlines()) == 1, err

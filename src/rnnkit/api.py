@@ -200,6 +200,8 @@ def evaluate_run(path: Path | str, split: str = "test", data_overrides: dict | N
     target = explicit or evaluation_device(cfg.train.device)
     if split not in ("train", "valid", "test"):
         raise UsageError(f"unknown split {split!r}; use train, valid or test")
+    if run.weights_path.is_file():
+        run.verify(run.weights_path)  # a damaged file is said before the data is read
     task = build_task(cfg, (split,), run, log)
     if split not in task.data.splits:
         raise UsageError(f"{path}: the run's data has no {split} split; give the file with "

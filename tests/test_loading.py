@@ -99,3 +99,26 @@ def test_only_rnnkit_files_reads_rnnkit_home():
     reading = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.py")
                      if re.search(r"(environ|getenv)\W[^\n]*RNNKIT_HOME", p.read_text()))
     assert reading == ["files.py"]  # everyone else asks files.rnnkit_home() (datasets.home)
+
+
+def test_language_model_corpus_from_table_files_and_extra_train(tmp_path, monkeypatch):
+    """A corpus can be the text field of JSONL files (one text a line, inner line breaks as
+    spaces), with more training text after it (`extra_train`, files or dataset:split)."""
+    from rnnkit.config import DataConfig
+    from rnnkit.data import load_corpus, source_path
+
+    first = tmp_path / "a.jsonl"
+    first.write_text('{"text": "the cat sat", "label": 1}\n{"text": "a dog\\nran", "label": 0}\n')
+    second = tmp_path / "b.txt"
+    second.write_text("the bird sang\nthe cat ran\n")
+    cfg = DataConfig(train=str(first), extra_train=str(second), valid_fraction=0.25)
+    data = load_corpus(cfg, ("train", "valid"))
+    words = lambda ids: [data.vocab.itos[i] for i in ids]  # noqa: E731
+    train = "the cat sat <eos> a dog ran <eos> the bird sang <eos>"
+    assert words(data.splits["train"]) == train.split()
+    assert words(data.splits["valid"]) == "the cat ran <eos>".split()  # the closing line
+    monkeypatch.setenv("RNNKIT_MIRROR", str(tmp_path / "mirror"))
+    (tmp_path / "mirror" / "imdb").mkdir(parents=True)
+    (tmp_path / "mirror" / "imdb" / "unsup.jsonl.gz").write_bytes(b"")
+    assert source_path("imdb:unsup").name == "unsup.jsonl.gz"
+    assert source_path("notes:2024.txt") == Path("notes:2024.txt")  # not a dataset name

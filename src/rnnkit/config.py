@@ -25,8 +25,10 @@ TOKENIZERS = ("basic", "tutorial", "whitespace", "char")
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str | None = None  # a registered dataset name (imdb, ptb, ...) or None for files
-    train: str | None = None  # paths of user files; override the dataset's splits
+    train: str | None = None  # files (or dataset:split names) that override the dataset's splits
     valid: str | None = None
+    extra_train: str | None = None  # language models: more training text read after train,
+    # comma-separated files or dataset:split names (imdb:unsup)
     test: str | None = None
     text_field: str = "text"
     label_field: str = "label"
@@ -413,6 +415,31 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": dict(optimizer="sgd", lr=30.0, weight_decay=1.2e-6, batch_size=20,
                       num_steps=70, epochs=20, clip=0.25, schedule="cosine", ar_alpha=2.0,
                       tar_beta=1.0, variable_bptt=True, precision="bf16", max_minutes=55),
+    },
+    # A language model of IMDB reviews, to start classifiers from (--init-from): the 25,000
+    # training and 50,000 unlabelled reviews, never the test reviews, one review a line; the
+    # closing 10% (unlabelled reviews) is validation. The classifier's tokenizer (basic,
+    # lowercased), a 60k vocabulary, an adaptive softmax and bf16 matmuls for speed, locked
+    # and weight dropout as in AWD-LSTM.
+    "imdb-lm": {
+        "data": dict(train="imdb:train", extra_train="imdb:unsup", min_freq=3,
+                     max_vocab=60000),
+        "model": dict(task="lm", embedding_dim=256, hidden_size=512, num_layers=2,
+                      dropout=0.2, locked_dropout=True, weight_drop=0.2,
+                      embedding_dropout=0.05, softmax="adaptive", cutoffs="2000,10000,30000",
+                      init_range=0.05),
+        "train": dict(optimizer="sgd", lr=20.0, batch_size=32, num_steps=50, epochs=2,
+                      clip=0.25, schedule="cosine", precision="bf16", max_minutes=70),
+    },
+    # ULMFiT on IMDB: give the language model with --init-from (an imdb-lm run); its encoder
+    # settings are taken over. Slanted triangular rate, discriminative rates (2.6 per layer
+    # group), gradual unfreezing and concat pooling, reviews cut to their first 100 and last
+    # 300 tokens.
+    "imdb-ulmfit": {
+        "data": dict(dataset="imdb", min_freq=2, max_len=400, truncate="head+tail"),
+        "model": dict(pooling="concat", dropout=0.3),
+        "train": dict(batch_size=32, lr=2e-3, epochs=4, clip=5.0, schedule="slanted",
+                      layer_lr_decay=2.6, gradual_unfreeze=True, max_minutes=60),
     },
     # A general word-level language model for the user's own plain-text corpus.
     "lm": {

@@ -21,7 +21,7 @@ from rnnkit import datasets
 from rnnkit.config import DataConfig
 from rnnkit.errors import DataError, UsageError
 from rnnkit.files import atomic_write_text, rnnkit_home
-from rnnkit.readers import LabeledTexts, read_labeled, read_lines
+from rnnkit.readers import LabeledTexts, read_labeled, read_lines, read_texts
 from rnnkit.tokenize import cut, get_tokenizer
 from rnnkit.vocab import EOS, PAD, UNK, Vocab
 
@@ -31,11 +31,19 @@ NOTHING_TO_CARVE = ("--valid-fraction 0 needs --valid FILE: without a validation
                     "validation split is carved from the training data")
 
 
+def source_path(spec: str) -> Path:
+    """A file path, or `dataset:split` (imdb:unsup) for a registered dataset's file."""
+    name, sep, split = spec.partition(":")
+    if sep and name in datasets.DATASETS:
+        return datasets.resolve(name, split)
+    return Path(spec)
+
+
 def split_source(cfg: DataConfig, split: str) -> Path | None:
     """Where a split comes from: the user's file, else the registered dataset, else None."""
     explicit = getattr(cfg, split, None)
     if explicit:
-        return Path(explicit)
+        return source_path(explicit)
     if cfg.dataset:
         dataset = datasets.get_dataset(cfg.dataset)
         if split in dataset.files:
@@ -257,6 +265,15 @@ class CorpusData:
     splits: dict[str, torch.Tensor]  # split -> (N,) int64 token ids
 
 
+def corpus_lines(path: Path, cfg: DataConfig) -> list[str]:
+    """A corpus's lines: a plain-text file line by line, or the text field of a CSV, TSV or
+    JSONL file, one text per line (line breaks inside a text become spaces)."""
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".tab")):
+        return [" ".join(text.splitlines()) for text in read_texts(path, cfg.text_field)]
+    return read_lines(path)
+
+
 def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "test"),
                 vocab: Vocab | None = None) -> CorpusData:
     tokens: dict[str, list[str]] = {}
@@ -264,7 +281,9 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
     assert train_path is not None
     need_train = "train" in want or vocab is None or split_source(cfg, "valid") is None
     if need_train:
-        lines = read_lines(train_path)
+        lines = corpus_lines(train_path, cfg)
+        for spec in filter(None, (cfg.extra_train or "").split(",")):
+            lines += corpus_lines(source_path(spec.strip()), cfg)
         if not any(line.strip() for line in lines):
             raise DataError(f"{train_path}: the corpus is empty")
         if split_source(cfg, "valid") is None:
@@ -284,7 +303,7 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
         path = split_source(cfg, split)
         if path is None:
             continue
-        tokens[split] = corpus_tokens(read_lines(path), cfg)
+        tokens[split] = corpus_tokens(corpus_lines(path, cfg), cfg)
         if not tokens[split]:
             raise DataError(f"{path}: the corpus is empty")
     if vocab is None:

@@ -94,6 +94,16 @@ def lm_cfg(path, **settings):
         dropout=0.3, lr=5.0), **settings})
 
 
+def write_review_tsvs(root: Path) -> dict[str, Path]:
+    """train.tsv (240 synthetic reviews) and dev.tsv (60) with `text` and `label` columns."""
+    rows = make_reviews(300, seed=3)
+    paths = {}
+    for split, part in (("train", rows[:240]), ("dev", rows[240:])):
+        paths[split] = root / f"{split}.tsv"
+        paths[split].write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part))
+    return paths
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

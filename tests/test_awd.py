@@ -24,7 +24,7 @@ from rnnkit.rundir import RunDir
 from rnnkit.train import StepLoss, start_session
 from rnnkit.vocab import Vocab
 
-from conftest import lm_cfg
+from conftest import lm_cfg, write_review_tsvs
 
 QUIET = dict(log=lambda *a, **k: None)
 AWD = dict(embedding_dropout=0.2, locked_dropout=True, input_dropout=0.3, hidden_dropout=0.2,
@@ -557,7 +557,7 @@ def test_jordan_trains_evaluates_and_generates_from_the_command_line(lm_file, tm
     assert generated
     weights = load_file(str(lm / "model.safetensors"))
     assert "encoder.rnn.feedback.weight" in weights
-    rows_ = make_reviews_tsv(tmp_path)
+    rows_ = write_review_tsvs(tmp_path)
     clf = tmp_path / "jordan-clf"
     assert main(["train", "--train", str(rows_["train"]), "--valid", str(rows_["dev"]),
                  "--out", str(clf), "--cell", "jordan", "--num-layers", "1",
@@ -568,17 +568,6 @@ def test_jordan_trains_evaluates_and_generates_from_the_command_line(lm_file, tm
     assert main(["evaluate", str(clf), "--split", "valid", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] > 0.6
     assert "encoder.rnn.feedback.weight" in load_file(str(clf / "model.safetensors"))
-
-
-def make_reviews_tsv(root: Path) -> dict[str, Path]:
-    from conftest import lm_cfg, make_reviews
-
-    rows_ = make_reviews(300, seed=3)
-    paths = {}
-    for split, part in (("train", rows_[:240]), ("dev", rows_[240:])):
-        paths[split] = root / f"{split}.tsv"
-        paths[split].write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part))
-    return paths
 
 
 # --- settings --------------------------------------------------------------------------------

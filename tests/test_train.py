@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import lm_cfg, make_reviews
+from conftest import lm_cfg, write_review_tsvs
 from rnnkit import api
 from rnnkit.cli import main
 from rnnkit.config import preset
@@ -26,12 +26,7 @@ QUIET = dict(log=lambda *a, **k: None)
 
 @pytest.fixture
 def clf_files(tmp_path) -> dict[str, Path]:
-    rows = make_reviews(300, seed=3)
-    paths = {}
-    for split, part in (("train", rows[:240]), ("dev", rows[240:])):
-        paths[split] = tmp_path / f"{split}.tsv"
-        paths[split].write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part))
-    return paths
+    return write_review_tsvs(tmp_path)
 
 
 def classifier_cfg(files, **settings):

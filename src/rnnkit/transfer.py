@@ -24,7 +24,9 @@ from torch import nn
 
 from rnnkit.config import RunConfig, flag
 from rnnkit.errors import UsageError
+from rnnkit.models.lm import LanguageModel
 from rnnkit.rundir import RunDir, sha256_file
+from rnnkit.runner import build_model
 from rnnkit.vocab import PAD, Vocab
 
 # The settings that shape the encoder's weights: taken from the source run.
@@ -61,8 +63,6 @@ def read_source(path: str | Path, target_task: str) -> Source:
     if not run.weights_path.is_file():
         raise UsageError(f"--init-from {path}: the run has no trained weights yet; finish it "
                          f"with `rnnkit train --resume {path}`")
-    from rnnkit.runner import build_model  # runner builds every network
-
     model = build_model(run.config(), vocab)
     run.load_weights(model)  # checksum-verified; tied and compact tables restored
     weights = {k: v.detach() for k, v in model.state_dict().items()}
@@ -120,7 +120,7 @@ def initialize(model: nn.Module, source: Source, target: Vocab) -> Coverage:
     for name, value in source.weights.items():
         if name not in state:
             continue
-        if not name.startswith("encoder.") and not isinstance(model, _lm_class()):
+        if not name.startswith("encoder.") and not isinstance(model, LanguageModel):
             continue  # a classifier keeps its own head
         if name.startswith("adaptive.") and source.vocab.itos != target.itos:
             continue  # clusters of word ranks: meaningless for another vocabulary
@@ -138,10 +138,3 @@ def initialize(model: nn.Module, source: Source, target: Vocab) -> Coverage:
     model.load_state_dict({**state, **copied})
     shared = sum(tok in source.vocab.stoi for tok in target.itos)
     return Coverage(shared, len(target))
-
-
-def _lm_class() -> type:
-    from rnnkit.models.lm import LanguageModel
-
-    return LanguageModel
-

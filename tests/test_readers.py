@@ -246,3 +246,69 @@ def test_standard_input_is_utf8_whatever_the_locale(monkeypatch):
     assert read_lines("-") == ["café", "naïve"]
     _stdin(monkeypatch, b"one\n\ntwo\n", "ascii")
     assert read_texts("-") == ["one", "two"]
+
+
+# --- other encodings ------------------------------------------------------------------------
+
+
+def test_a_file_in_another_encoding_names_the_byte_and_the_flag(tmp_path):
+    path = tmp_path / "zh.tsv"
+    path.write_bytes("text\tlabel\n很好\t1\n太差了\t0\n".encode("gbk"))
+    # Line 2 starts at byte 11; its first byte (0xba of 很) is not UTF-8.
+    with pytest.raises(DataError, match=r"zh\.tsv:2: not valid UTF-8 \(byte 0xba at byte "
+                                        r"offset 11\); .*--encoding \(gbk"):
+        read_labeled(path)
+    out = read_labeled(path, encoding="gbk")
+    assert out.texts == ["很好", "太差了"] and out.labels == ["1", "0"]
+    gz = tmp_path / "sj.txt.gz"
+    gz.write_bytes(gzip.compress("一行目\nカタカナ\n".encode("shift_jis")))
+    assert read_lines(gz, "shift_jis") == ["一行目", "カタカナ"]
+    with pytest.raises(DataError, match=r"sj\.txt\.gz:1: not valid UTF-8"):
+        read_lines(gz)
+
+
+def test_encoding_setting_is_checked_and_reaches_the_readers(tmp_path):
+    from rnnkit.config import DataConfig
+    from rnnkit.data import load_classification
+    from rnnkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="'klingon' is not an encoding"):
+        DataConfig(encoding="klingon")
+    with pytest.raises(UsageError, match="UTF-16/32 are not read"):
+        DataConfig(encoding="utf-16")
+    rows = "text\tlabel\n" + "".join(f"{'très bon' if i % 2 else 'mauvais'} {i}\t{i % 2}\n"
+                                     for i in range(40))
+    (tmp_path / "fr.tsv").write_bytes(rows.encode("latin-1"))
+    cfg = DataConfig(train=str(tmp_path / "fr.tsv"), encoding="latin-1")
+    data = load_classification(cfg, seed=1, want=("train", "valid"))
+    assert "très" in data.vocab.stoi
+
+
+# --- Parquet --------------------------------------------------------------------------------
+
+
+def test_parquet_files_read_like_the_other_tables(tmp_path):
+    pa = pytest.importorskip("pyarrow")  # a dev dependency: installed wherever tests run
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "reviews.parquet"
+    pq.write_table(pa.table({"review": ["好吃", None, "", "太差"], "y": [1, 0, 0, 0],
+                             "other": [1.0, 2.0, 3.0, 4.0]}), path)
+    out = read_labeled(path, "review", "y")
+    assert out.texts == ["好吃", "太差"] and out.labels == ["1", "0"]
+    assert "skipped 2 empty texts" in out.report()
+    assert read_texts(path, "review") == ["好吃", "", "", "太差"]  # a corpus keeps its rows
+    with pytest.raises(DataError, match=r"reviews\.parquet: no column 'text' \(columns: review, "
+                                        r"y, other\); choose one with --text-field"):
+        read_labeled(path)
+    with pytest.raises(DataError, match=r"column 'other' holds double, not text"):
+        read_labeled(path, "other", "y")
+    multi = tmp_path / "multi.parquet"
+    pq.write_table(pa.table({"text": ["a b", "c d"], "label": [["x", "y"], ["x"]]}), multi)
+    with pytest.raises(DataError, match=r"multi\.parquet: row 1: field 'label' holds several "
+                                        r"labels"):
+        read_labeled(multi)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"broken\.parquet: not a readable Parquet file"):
+        read_labeled(broken)

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from rnnkit import data
+from rnnkit import data, tokenize
 from rnnkit.config import DataConfig
 from rnnkit.data import encode_texts
 from rnnkit.errors import DataError
@@ -23,13 +23,14 @@ def test_tokenizers():
     assert get_tokenizer("char", lowercase=False)("ab") == ["a", "b"]
 
 
-# The basic tokenizer as first written: one regex over the whole text. The chunked tokenizer
-# and its early-stopping cut must give exactly its tokens.
-_REFERENCE_WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+# The basic tokenizer as one regex over the whole text. The chunked tokenizer and its
+# early-stopping cut must give exactly its tokens.
+_REFERENCE_WORD = tokenize._WORD
 _REFERENCE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _ALPHABET = ["a", "B", "z", "7", "_", "'", "'", ".", ",", "!", "-", "(", "<br />", "<BR/>", " ",
              " ", "  ", "\t", "\n", "\xa0", "\u2003", "\u3000", "é", "İ", "ß", "²", "½",
-             "\u0301", "字", "ـ", "\u200b", "don't", "o''k", "'tis", "rock'n'roll", "x'", "'"]
+             "\u0301", "字", "好", "の", "ｶ", "\uff9e", "ก", "\u0e48", "\u0e31", "，", "。", "한",
+             "ـ", "\u200b", "don't", "o''k", "'tis", "rock'n'roll", "x'", "'"]
 
 
 def _reference_basic(text: str) -> list[str]:
@@ -47,6 +48,31 @@ def test_basic_tokenizer_and_its_cuts_match_the_single_regex():
             kept = get_tokenizer("basic", True, max_len, how)(text)
             assert kept == cut(full, max_len, how), (text, max_len, how)
             assert len(kept) == min(len(full), max_len)
+
+
+def test_basic_splits_scripts_written_without_spaces_into_characters():
+    basic = get_tokenizer("basic")
+    assert basic("很快，好吃，味道足") == ["很", "快", "，", "好", "吃", "，", "味", "道", "足"]
+    # English words (and Korean, written with spaces) stay whole beside them.
+    assert basic("买了iPhone手机 don't 한국어") == ["买", "了", "iphone", "手", "机", "don't",
+                                                  "한국어"]
+    assert basic("カタカナです") == list("カタカナです")
+    # A Thai consonant keeps its vowel and tone marks.
+    assert basic("ง่าย") == ["ง่", "า", "ย"]
+    # The cut reads only the kept ends, and agrees with cutting everything.
+    text = "整体感觉经济实惠不错，下次还会再来"
+    for how in ("head", "tail", "head+tail"):
+        assert get_tokenizer("basic", True, 5, how)(text) == cut(basic(text), 5, how)
+
+
+def test_join_tokens_reads_back_as_the_same_tokens():
+    basic = get_tokenizer("basic")
+    for text in ("很快，好吃。 Good value!", "iPhone手机不错", "ภาษาไทย ok", "plain words, here"):
+        tokens = basic(text)
+        joined = tokenize.join_tokens(tokens, "basic")
+        assert basic(joined) == tokens
+    assert tokenize.join_tokens(basic("很快，好吃。 Good!"), "basic") == "很快，好吃。 good !"
+    assert tokenize.join_tokens(["a", "b"], "char") == "ab"
 
 
 def test_cut_keeps_the_named_ends():
@@ -137,9 +163,9 @@ def test_bad_jsonl_names_line(tmp_path, content, match):
 def test_bad_files(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_labeled(tmp_path / "missing.csv")
-    (tmp_path / "x.parquet").write_text("")
+    (tmp_path / "x.xlsx").write_text("")
     with pytest.raises(DataError, match="unknown format"):
-        read_labeled(tmp_path / "x.parquet")
+        read_labeled(tmp_path / "x.xlsx")
     (tmp_path / "h.csv").write_text("body,y\nhi,1\n")
     with pytest.raises(DataError, match=r"h\.csv:1: no column 'text'.*body, y"):
         read_labeled(tmp_path / "h.csv")

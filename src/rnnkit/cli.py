@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit import __version__
-from rnnkit.config import PRESETS, DataConfig, ModelConfig, TrainConfig, preset
+from rnnkit.config import CHOICES, HELP, PRESETS, DataConfig, ModelConfig, TrainConfig, preset
 from rnnkit.errors import UsageError
 from rnnkit.service_cli import add_generation_flags
 
@@ -58,13 +58,36 @@ def _converter(annotation: Any) -> Any:
     return {bool: _parse_bool, int: int, float: float, str: str}[hint]
 
 
+DEFAULT_PRESET = "lstm-classifier"  # what `rnnkit train` starts from without --preset
+
+
+def _field_help(f: dataclasses.Field, base: Any) -> str:
+    """'units per recurrent layer (default 128)': the setting's line, its choices and its
+    value in `base` (the config of a run without --preset)."""
+    text = HELP[f.name]
+    default = getattr(base, f.name)
+    if f.name in CHOICES:
+        text += f" ({'|'.join(CHOICES[f.name])}; default {default})"
+    elif isinstance(default, bool):
+        text += f" (true|false; default {str(default).lower()})"
+    elif default is None:
+        text += " (default none)" if "default" not in text else ""
+    else:
+        text += f" (default {default:,})" if isinstance(default, int) else f" (default {default})"
+    return text.replace("%", "%%")
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field (`hidden_size` -> `--hidden-size`); default: the preset's."""
-    for title, klass in _GROUPS:
-        group = parser.add_argument_group(f"{title} settings (override the preset)")
+    base = preset(DEFAULT_PRESET)
+    for (title, klass), part in zip(_GROUPS, (base.data, base.model, base.train)):
+        group = parser.add_argument_group(
+            f"{title} settings (a flag overrides the preset; the defaults shown are those "
+            f"without --preset, {DEFAULT_PRESET}'s)")
         for f in dataclasses.fields(klass):
             group.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
-                               type=_converter(f.type), default=None, metavar=f.name.upper())
+                               type=_converter(f.type), default=None, metavar=f.name.upper(),
+                               help=_field_help(f, part))
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.out:
             raise UsageError("give --out DIR for the run directory")
         out = args.out
-        base = preset(args.preset) if args.preset else preset("lstm-classifier")
+        base = preset(args.preset or DEFAULT_PRESET)
         cfg = base.override(**overrides)
     report = () if args.report == "none" else tuple(args.report.split(","))
     if any(split not in ("valid", "test") for split in report):
@@ -133,16 +156,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from rnnkit.predict import Predictor
     from rnnkit.readers import read_lines
 
+    predictor = Predictor.load(args.run)
+    encoding = args.encoding or predictor.cfg.data.encoding
     texts = list(args.texts)
     if args.file:
-        texts += [line for line in read_lines(args.file) if line.strip()]
+        texts += [line for line in read_lines(args.file, encoding) if line.strip()]
     if not texts:
         if sys.stdin.isatty():
             raise UsageError("give texts as arguments, --file FILE, or lines on standard input")
-        texts = [line for line in read_lines("-") if line.strip()]
+        texts = [line for line in read_lines("-", encoding) if line.strip()]
     if not texts:
         raise UsageError("no text to predict: the input is empty")
-    predictor = Predictor.load(args.run)
     for text, pred in zip(texts, predictor.predict(texts)):
         if args.json:
             print(json.dumps({"text": text, **pred.to_dict()}))
@@ -170,7 +194,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from rnnkit.readers import read_lines
 
     lm = LanguageModelRunner.load(args.run)
-    result = lm.score(read_lines(args.file))
+    result = lm.score(read_lines(args.file, args.encoding or lm.cfg.data.encoding))
     if args.json:
         print(json.dumps(result))
     else:
@@ -239,16 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (from a preset, overridable field by field)")
-    p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
-    p.add_argument("--out", help="run directory to create")
+    p = sub.add_parser("train", help="train a model (from a preset, overridable field by field)",
+                       usage="rnnkit train [--preset NAME] [--out DIR] [--SETTING VALUE ...]")
+    p.add_argument("--preset", metavar="NAME",
+                   help=f"start from a named preset ({', '.join(PRESETS)}); default "
+                        f"{DEFAULT_PRESET}")
+    p.add_argument("--out", metavar="DIR",
+                   help="the run directory to create (required for a new run)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the interrupted run in DIR (or --out) exactly where it stopped")
-    p.add_argument("--json", action="store_true", help="print the final results as JSON")
-    p.add_argument("--max-steps", type=int, default=0,
-                   help="stop (resumably) after this many optimizer steps")
+    p.add_argument("--json", action="store_true",
+                   help="print the final results as one JSON object on stdout")
+    p.add_argument("--max-steps", type=int, default=0, metavar="N",
+                   help="stop (resumably) after this many optimizer steps (default 0: no limit)")
     p.add_argument("--log-every", type=int, default=0, metavar="N",
-                   help="print a progress line every N batches")
+                   help="print a progress line every N batches (default 0: about ten an "
+                        "epoch)")
     p.add_argument("--report", default="valid,test", metavar="SPLITS",
                    help="splits evaluated with the best weights after training: valid,test "
                         "(default), valid, test or none (then `rnnkit evaluate` later)")
@@ -256,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on a split")
-    p.add_argument("run")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("run", help="the run directory")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"),
+                   help="the split to evaluate (default test)")
     p.add_argument("--json", action="store_true", help="print one JSON object of metrics")
     p.add_argument("--test", help="evaluate on this file instead of the run's test split")
     p.add_argument("--valid", help="evaluate on this file instead of the run's valid split")
@@ -267,37 +298,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label texts with a trained classifier")
-    p.add_argument("run")
+    p.add_argument("run", help="the run directory of a classifier")
     p.add_argument("texts", nargs="*", help="texts to label (else --file or standard input)")
     p.add_argument("--file", help="a file with one text per line ('-' for standard input)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--encoding", metavar="NAME",
+                   help="encoding of --file or standard input (default: the run's, utf-8)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("generate", help="continue a prompt with a trained language model")
-    p.add_argument("run")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("run", help="the run directory of a language model")
+    p.add_argument("--prompt", required=True, help="the text to continue")
     add_generation_flags(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print the prompt, the tokens and the text as JSON")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("score", help="perplexity of a text file under a language model")
-    p.add_argument("run")
+    p.add_argument("run", help="the run directory of a language model")
     p.add_argument("file", help="text file, one sentence per line ('-' for standard input)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--encoding", metavar="NAME",
+                   help="encoding of the file (default: the run's, utf-8)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("data", help="look at data").add_subparsers(dest="data_command",
                                                                      required=True)
-    s = p.add_parser("stats", help="token-length statistics, histogram, suggested max_len")
+    s = p.add_parser("stats", help="tokens per text, unknown tokens, histogram, suggested "
+                                   "max_len")
     s.add_argument("dataset", help="a registered dataset name or a file/folder")
-    s.add_argument("--split", default="train")
-    s.add_argument("--text-field", default="text")
-    s.add_argument("--label-field", default="label")
-    s.add_argument("--tokenizer", default="basic")
+    s.add_argument("--split", default="train",
+                   help="the dataset's split to describe (default train)")
+    s.add_argument("--valid", metavar="FILE",
+                   help="validation file for the unknown-token share (default: the dataset's "
+                        "valid split, else 10%% carved from the described texts)")
+    s.add_argument("--text-field", default="text",
+                   help="column or JSON field of the text (default text)")
+    s.add_argument("--label-field", default="label",
+                   help="column or JSON field of the label, for folders (default label)")
+    s.add_argument("--encoding", default="utf-8", help="encoding of the files (default utf-8)")
+    s.add_argument("--tokenizer", default="basic", choices=("basic", "tutorial", "whitespace",
+                                                            "char"),
+                   help="tokenizer (default basic)")
+    s.add_argument("--min-freq", type=int, default=2,
+                   help="vocabulary cut-off for the unknown-token share (default 2, as "
+                        "lstm-classifier)")
     s.add_argument("--coverage", type=float, default=0.9,
-                   help="suggest the length that keeps this share of texts whole")
-    s.add_argument("--out", default="lengths.png", help="histogram PNG path")
-    s.add_argument("--json", action="store_true")
+                   help="suggest the length that keeps this share of texts whole (default 0.9)")
+    s.add_argument("--out", default="lengths.png",
+                   help="histogram PNG path (default lengths.png)")
+    s.add_argument("--json", action="store_true", help="print the figures as JSON")
     s.set_defaults(func=cmd_data_stats)
 
     p = sub.add_parser("embeddings", help="word vectors").add_subparsers(dest="emb_command",
@@ -306,15 +356,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corpus", required=True, nargs="+",
                    help="text files or registered datasets (imdb:unsup, ptb:train)")
     s.add_argument("--out", required=True, help="vectors file (.txt or .txt.gz)")
-    s.add_argument("--text-field", default="text")
-    s.add_argument("--tokenizer", default="basic")
-    s.add_argument("--dim", type=int, default=100)
-    s.add_argument("--window", type=int, default=5)
-    s.add_argument("--min-count", type=int, default=5)
-    s.add_argument("--epochs", type=int, default=5)
-    s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--skipgram", action="store_true")
+    s.add_argument("--text-field", default="text",
+                   help="column or JSON field of the text in table files (default text)")
+    s.add_argument("--tokenizer", default="basic", choices=("basic", "tutorial", "whitespace",
+                                                            "char"),
+                   help="tokenizer; use the one of the runs the vectors are for (default basic)")
+    s.add_argument("--dim", type=int, default=100, help="vector size (default 100)")
+    s.add_argument("--window", type=int, default=5, help="context window (default 5)")
+    s.add_argument("--min-count", type=int, default=5,
+                   help="ignore words seen fewer times (default 5)")
+    s.add_argument("--epochs", type=int, default=5, help="passes over the corpus (default 5)")
+    s.add_argument("--workers", type=int, default=2, help="worker threads (default 2)")
+    s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    s.add_argument("--skipgram", action="store_true",
+                   help="skip-gram instead of CBOW (default CBOW)")
     s.set_defaults(func=cmd_embeddings_train)
 
     p = sub.add_parser("presets", help="list the named presets")

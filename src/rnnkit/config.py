@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnkit.errors import UsageError
+from rnnkit.files import check_encoding
 
 TASKS = ("classify", "lm")
 CELLS = ("lstm", "gru", "rnn", "jordan")
 POOLINGS = ("last", "mean", "max", "meanmax", "concat", "attention")
-TOKENIZERS = ("basic", "tutorial", "whitespace", "char")
+TOKENIZERS = ("basic", "tutorial", "whitespace", "char", "sentencepiece")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,10 @@ class DataConfig:
     test: str | None = None
     text_field: str = "text"
     label_field: str = "label"
+    encoding: str = "utf-8"  # of the text files (CSV, TSV, JSONL, plain text)
     tokenizer: str = "basic"
+    vocab_size: int = 8000  # sentencepiece: subword vocabulary size
+    subword_model: str = "unigram"  # sentencepiece: unigram | bpe
     lowercase: bool = True
     max_len: int = 0  # classification: keep at most this many tokens (0 = all)
     truncate: str = "head"  # head | tail | head+tail: which tokens survive the cut
@@ -47,10 +51,9 @@ class DataConfig:
     ngram_buckets: int = 1 << 22  # hashed n-gram table size
 
     def __post_init__(self) -> None:
-        _check_finite(self)
-        _check_choice("tokenizer", self.tokenizer, TOKENIZERS)
-        _check_choice("truncate", self.truncate, ("head", "tail", "head+tail"))
-        _check_choice("embeddings_unknown", self.embeddings_unknown, ("random", "mean"))
+        _check_values(self)
+        check_encoding(self.encoding)
+        _check_range("vocab_size", self.vocab_size, 8, MAX_WIDTH * 16)
         _check_range("max_len", self.max_len, 0)
         _check_range("min_freq", self.min_freq, 1)
         _check_range("max_vocab", self.max_vocab, 0)
@@ -90,11 +93,7 @@ class ModelConfig:
     ngram_dropout: float = 0.0  # classification: share of n-gram features dropped in training
 
     def __post_init__(self) -> None:
-        _check_finite(self)
-        _check_choice("task", self.task, TASKS)
-        _check_choice("cell", self.cell, CELLS)
-        _check_choice("pooling", self.pooling, POOLINGS)
-        _check_choice("softmax", self.softmax, ("full", "adaptive"))
+        _check_values(self)
         if self.softmax == "adaptive" and self.tie_weights:
             raise UsageError("the adaptive softmax cannot be tied to the embeddings; "
                              "set --tie-weights false")
@@ -170,7 +169,8 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = torch's default
     precision: str = "fp32"  # fp32 | bf16 (autocast matmuls to bfloat16; weights stay fp32)
     device: str = "auto"
-    init_from: str | None = None  # a language-model run whose weights start this model  # auto (a CUDA GPU if one is visible, else the CPU) | cpu | cuda[:N]
+    init_from: str | None = None  # a language-model run whose weights start this model
+    tensorboard: bool = False  # write scalars under RUN/tensorboard (needs tensorboard)
     # AWD-LSTM's training aids (language models; all off by default):
     ar_alpha: float = 0.0  # AR: alpha * mean(h^2) of the last layer's dropped-out outputs
     tar_beta: float = 0.0  # TAR: beta * mean((h_t - h_{t-1})^2) of its raw outputs
@@ -179,17 +179,13 @@ class TrainConfig:
     nonmono: int = 5  # NT-ASGD: trigger on a loss worse than the best of those > N epochs ago
 
     def __post_init__(self) -> None:
-        _check_finite(self)
+        _check_values(self)
         check_device_name(self.device)
-        _check_choice("optimizer", self.optimizer, ("adam", "adamw", "sgd"))
-        _check_choice("loss_scale", self.loss_scale, ("mean", "sum_steps"))
-        _check_choice("schedule", self.schedule, ("none", "step", "plateau", "cosine",
-                                                  "slanted"))
+
         if not 0.0 < self.warmup_fraction < 1.0:
             raise UsageError(f"--warmup-fraction must be in (0, 1), got {self.warmup_fraction}")
         if self.layer_lr_decay < 1.0:
             raise UsageError(f"--layer-lr-decay must be >= 1, got {self.layer_lr_decay}")
-        _check_choice("precision", self.precision, ("fp32", "bf16"))
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         _check_range("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)
         _check_range("num_steps", self.num_steps, 1, MAX_BATCH)
@@ -273,9 +269,12 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _check_finite(config: Any) -> None:
-    """NaN and infinity pass every comparison test unnoticed: refuse them by name first."""
+def _check_values(config: Any) -> None:
+    """Refuse NaN and infinity by name (they pass every comparison test unnoticed), and string
+    settings outside their CHOICES."""
     for f in dataclasses.fields(config):
+        if f.name in CHOICES:
+            _check_choice(f.name, getattr(config, f.name), CHOICES[f.name])
         value = getattr(config, f.name)
         if f.type == "float | None" and value is None:
             continue
@@ -462,3 +461,110 @@ def preset(name: str) -> RunConfig:
         train=TrainConfig(**spec.get("train", {})),
         preset=name,
     )
+
+
+# --- help text --------------------------------------------------------------------------------
+# One line per setting for `rnnkit train --help` (which adds each one's choices and default).
+
+HELP: dict[str, str] = {
+    # data
+    "dataset": "a registered dataset (imdb, ptb, tinyshakespeare) whose splits are the data",
+    "train": "training file or folder (CSV, TSV, JSONL, Parquet, .txt; or dataset:split)",
+    "valid": "validation file; without one, --valid-fraction of the training data is carved",
+    "extra_train": "language models: more training text after --train, comma-separated "
+                   "files or dataset:split names (imdb:unsup)",
+    "test": "test file, evaluated once with the best weights after training",
+    "text_field": "column (CSV/TSV/Parquet) or JSON field that holds the text",
+    "label_field": "column or JSON field that holds the label",
+    "encoding": "encoding of the text files (gbk, big5, shift_jis, latin-1, ...)",
+    "tokenizer": "how text becomes tokens: basic (words and punctuation; one token per "
+                 "character for Chinese, Japanese, Thai), tutorial, whitespace, char, "
+                 "sentencepiece (subwords learned from the training split)",
+    "vocab_size": "sentencepiece: the subword vocabulary's size",
+    "subword_model": "sentencepiece: the segmentation model",
+    "lowercase": "lowercase text before tokenizing",
+    "max_len": "classification: keep at most this many tokens of a text (0 = all)",
+    "truncate": "which tokens a cut keeps: the first, the last, or a third first and two "
+                "thirds last",
+    "min_freq": "leave out of the vocabulary tokens seen fewer times in training",
+    "max_vocab": "keep at most this many vocabulary entries, the most frequent (0 = all)",
+    "valid_fraction": "share of the training data carved out for validation when no --valid",
+    "limit_train": "train on only the first N training examples after shuffling (0 = all)",
+    "add_eos": "language models: end each line with an <eos> token",
+    "embeddings": "pretrained word vectors: a registered name (glove-6b-50d) or a file",
+    "embeddings_unknown": "starting rows for words the vectors lack",
+    "ngram_order": "classification: add an n-gram bag branch up to this order (0 = off)",
+    "ngram_buckets": "size of the hashed n-gram table",
+    # model
+    "task": "classify (labelled texts) or lm (language model of a corpus)",
+    "cell": "recurrent cell (jordan: the teaching model that feeds its output back)",
+    "embedding_dim": "size of the token embeddings",
+    "hidden_size": "units per recurrent layer",
+    "num_layers": "recurrent layers",
+    "last_layer_size": "units of the last layer (0 = --hidden-size); AWD-LSTM ties it to the "
+                       "embeddings",
+    "bidirectional": "classification: read the text both ways",
+    "dropout": "dropout rate on the embeddings, between layers and on the output",
+    "input_dropout": "dropout on the embeddings (none = --dropout)",
+    "hidden_dropout": "dropout between recurrent layers (none = --dropout)",
+    "output_dropout": "dropout on the last layer's outputs (none = --dropout)",
+    "locked_dropout": "one dropout mask per sequence, kept over time (variational dropout)",
+    "embedding_dropout": "share of word types dropped from each batch",
+    "weight_drop": "DropConnect rate on the hidden-to-hidden weights, one mask per batch",
+    "pooling": "classification: how the states become one vector (concat: last+mean+max)",
+    "freeze_embeddings": "keep the (pretrained) embeddings fixed",
+    "tie_weights": "language models: the output layer shares the embedding matrix",
+    "softmax": "language models: full, or adaptive (exact and normalized, much faster for "
+               "big vocabularies)",
+    "cutoffs": "adaptive softmax: vocabulary ranks where the clusters split",
+    "init_range": "start every weight uniform in [-x, x] (0 = torch's defaults)",
+    "ngram_dropout": "share of n-gram features dropped in training",
+    # training
+    "optimizer": "optimizer",
+    "lr": "learning rate (peak rate for the cosine and slanted schedules)",
+    "weight_decay": "L2 weight decay",
+    "sparse_lr": "Adagrad rate of the n-gram table",
+    "batch_size": "examples (or language-model streams) per batch",
+    "eval_batch_size": "classification: texts per evaluation batch",
+    "num_steps": "language models: BPTT window length in tokens",
+    "epochs": "passes over the training data",
+    "max_minutes": "stop training (resumably) after this many minutes (0 = no limit)",
+    "clip": "clip the global gradient norm to this (0 = off)",
+    "loss_scale": "mean loss, or sum over steps of the batch mean (Zaremba et al.)",
+    "schedule": "learning-rate schedule (slanted: ULMFiT's triangular)",
+    "warmup_fraction": "slanted: share of the steps over which the rate rises",
+    "layer_lr_decay": "each layer group below the top learns this many times slower",
+    "gradual_unfreeze": "epoch 1 trains the top layer group only, each epoch one group more",
+    "lr_decay": "step: factor per epoch after --decay-start; plateau: factor on a plateau",
+    "decay_start": "step: epochs at the full rate before decaying",
+    "patience": "stop after this many epochs without validation improvement (0 = off)",
+    "bucket": "classification: batch texts of similar length together",
+    "seed": "random seed (data order, initialization, dropout)",
+    "threads": "torch threads (0 = torch's default)",
+    "precision": "bf16 autocasts matmuls to bfloat16 (fast on CPUs with AVX-512 BF16/AMX)",
+    "device": "auto (a CUDA GPU if visible, else the CPU), cpu, cuda or cuda:N",
+    "init_from": "a run whose weights start this model (a language model for a classifier "
+                 "or for more language-model training)",
+    "tensorboard": "write training and validation scalars for TensorBoard under RUN/tensorboard",
+    "ar_alpha": "activation regularization weight (AWD-LSTM's alpha)",
+    "tar_beta": "temporal activation regularization weight (AWD-LSTM's beta)",
+    "variable_bptt": "draw window lengths around --num-steps, the rate scaled to the length",
+    "nt_asgd": "average the SGD weights once validation stops improving (NT-ASGD)",
+    "nonmono": "NT-ASGD: epochs of non-improvement that trigger averaging",
+}
+
+# The choices of string settings, shown in --help and checked in __post_init__.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "tokenizer": TOKENIZERS,
+    "subword_model": ("unigram", "bpe"),
+    "truncate": ("head", "tail", "head+tail"),
+    "embeddings_unknown": ("random", "mean"),
+    "task": TASKS,
+    "cell": CELLS,
+    "pooling": POOLINGS,
+    "softmax": ("full", "adaptive"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "loss_scale": ("mean", "sum_steps"),
+    "schedule": ("none", "step", "plateau", "cosine", "slanted"),
+    "precision": ("fp32", "bf16"),
+}

@@ -71,7 +71,7 @@ def tokenize_labeled(path: Path, cfg: DataConfig) -> TokenizedTexts:
     cached = _read_cache(cache, path)
     if cached is not None:
         return cached
-    raw: LabeledTexts = read_labeled(path, cfg.text_field, cfg.label_field)
+    raw: LabeledTexts = read_labeled(path, cfg.text_field, cfg.label_field, cfg.encoding)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase)
     tokens, labels, tokenless = [], [], []
     for text, label, origin in zip(raw.texts, raw.labels, raw.origins):
@@ -127,7 +127,7 @@ def _cache_path(path: Path, cfg: DataConfig) -> Path | None:
     except OSError:
         return None  # the reader reports what is wrong with the file
     key = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.tokenizer,
-                      cfg.lowercase, cfg.text_field, cfg.label_field, 2])
+                      cfg.lowercase, cfg.text_field, cfg.label_field, cfg.encoding, 3])
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return rnnkit_home() / "cache" / "tokens" / f"{digest}.txt"
 
@@ -266,12 +266,13 @@ class CorpusData:
 
 
 def corpus_lines(path: Path, cfg: DataConfig) -> list[str]:
-    """A corpus's lines: a plain-text file line by line, or the text field of a CSV, TSV or
-    JSONL file, one text per line (line breaks inside a text become spaces)."""
+    """A corpus's lines: a plain-text file line by line, or the text field of a CSV, TSV,
+    JSONL or Parquet file, one text per line (line breaks inside a text become spaces)."""
     name = path.name.lower().removesuffix(".gz")
-    if name.endswith((".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".tab")):
-        return [" ".join(text.splitlines()) for text in read_texts(path, cfg.text_field)]
-    return read_lines(path)
+    if name.endswith((".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".tab", ".parquet", ".pq")):
+        return [" ".join(text.splitlines())
+                for text in read_texts(path, cfg.text_field, cfg.encoding)]
+    return read_lines(path, cfg.encoding)
 
 
 def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "test"),

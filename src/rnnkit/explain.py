@@ -9,8 +9,9 @@ probability); a negative value means it pushed away. All n occluded variants and
 itself are scored in one batched call of `Predictor.probabilities`, so explaining a text of n
 tokens costs one forward pass over n + 1 texts of about n tokens.
 
-Texts are rebuilt from tokens joined by a space (by nothing for the character tokenizer);
-every tokenizer in rnnkit reads such a join back as the same tokens, so the only difference
+Texts are rebuilt from their tokens by `tokenize.join_tokens` (spaces between words, none
+between characters of scripts written without spaces); every tokenizer in rnnkit reads such
+a join back as the same tokens, so the only difference
 between the reference and a variant is the missing token.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rnnkit.predict import Prediction, Predictor
-from rnnkit.tokenize import get_tokenizer
+from rnnkit.tokenize import get_tokenizer, join_tokens
 
 MAX_EXPLAIN_TOKENS = 400  # tokens past this get no contribution (cost grows as n squared)
 
@@ -60,10 +61,9 @@ def occlusion_texts(predictor: Predictor, text: str, max_tokens: int = MAX_EXPLA
     """The text's tokens and the texts to score: the whole text, then one per dropped token."""
     data = predictor.cfg.data
     tokens = get_tokenizer(data.tokenizer, data.lowercase)(text)
-    sep = "" if data.tokenizer == "char" else " "
-    variants = [sep.join(tokens)]
+    variants = [join_tokens(tokens, data.tokenizer)]
     for i in range(min(len(tokens), max_tokens)):
-        variants.append(sep.join(tokens[:i] + tokens[i + 1:]))
+        variants.append(join_tokens(tokens[:i] + tokens[i + 1:], data.tokenizer))
     return tokens, variants
 
 

@@ -3,6 +3,7 @@ rnnkit home folder."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import tempfile
@@ -10,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
 
-from rnnkit.errors import DataError
+from rnnkit.errors import DataError, UsageError
 
 # What reading a plain or gzipped file can raise: OS errors (gzip.BadGzipFile among them), a
 # truncated gzip stream (EOFError) and corrupt compressed data (zlib.error).
@@ -64,23 +65,48 @@ def read_error(path: Path | str, exc: BaseException) -> DataError:
     return DataError(f"{path}: cannot read ({reason})")
 
 
-def decode_lines(raw: Iterable[bytes], name: str, fix: str = "re-save the file as UTF-8"
-                 ) -> Iterator[str]:
-    """UTF-8 lines from byte lines, a byte-order mark before the first one dropped. Lines are
-    decoded one by one so that an invalid byte is reported at its exact line of `name`."""
+ENCODING_HINT = ("if it is in another encoding, name it with --encoding (gbk, big5, shift_jis, "
+                 "euc-kr, latin-1, cp1252, ...); else re-save it as UTF-8")
+
+
+def check_encoding(name: str) -> str:
+    """The codec's canonical name; one-line errors for unknown ones and for encodings whose
+    line ends are not single bytes (UTF-16/32), which files are not read in."""
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        raise UsageError(f"--encoding {name!r} is not an encoding Python knows (try utf-8, "
+                         "gbk, big5, shift_jis, euc-kr, latin-1, cp1252)") from None
+    if canonical.startswith(("utf-16", "utf-32")):
+        raise UsageError(f"--encoding {name}: files in UTF-16/32 are not read; re-save them "
+                         "as UTF-8")
+    return canonical
+
+
+def decode_lines(raw: Iterable[bytes], name: str, fix: str = ENCODING_HINT,
+                 encoding: str = "utf-8") -> Iterator[str]:
+    """Text lines from byte lines, a UTF-8 byte-order mark before the first one dropped. Lines
+    are decoded one by one so that an invalid byte is reported at its exact line and byte
+    offset (of the decompressed bytes, for a .gz file) of `name`."""
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    offset = 0
     for number, line in enumerate(raw, 1):
         try:
-            yield line.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"{name}:{number}: not valid UTF-8; {fix}") from None
+            yield line.decode("utf-8-sig" if utf8 and number == 1 else encoding)
+        except UnicodeDecodeError as exc:
+            bad = line[exc.start]
+            raise DataError(f"{name}:{number}: not valid {'UTF-8' if utf8 else encoding} "
+                            f"(byte 0x{bad:02x} at byte offset {offset + exc.start:,}); "
+                            f"{fix}") from None
+        offset += len(line)
 
 
-def text_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 text file (gunzipped when the name ends in .gz), line ends kept, a
+def text_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """Lines of a text file (gunzipped when the name ends in .gz), line ends kept, a UTF-8
     byte-order mark dropped. Any failure to read is a one-line DataError naming the file."""
     path = Path(path)
     try:
         with open_binary(path) as f:
-            yield from decode_lines(f, str(path))
+            yield from decode_lines(f, str(path), encoding=encoding)
     except READ_ERRORS as exc:
         raise read_error(path, exc) from None

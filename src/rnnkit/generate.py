@@ -22,7 +22,7 @@ from rnnkit.models.lm import LanguageModel
 from rnnkit.rundir import RunDir
 from rnnkit.runner import build_model
 from rnnkit.service_cli import GenerationSettings, add_generation_flags
-from rnnkit.tokenize import get_tokenizer
+from rnnkit.tokenize import get_tokenizer, join_tokens
 from rnnkit.vocab import EOS, Vocab
 
 __all__ = ["GenerationSettings", "LanguageModelRunner", "add_generation_flags", "filter_logits"]
@@ -106,8 +106,13 @@ class LanguageModelRunner:
         return out
 
     def detokenize(self, tokens: list[str]) -> str:
-        sep = "" if self.cfg.data.tokenizer == "char" else " "
-        return sep.join("\n" if t == EOS else t for t in tokens).replace(" \n ", "\n")
+        lines: list[list[str]] = [[]]
+        for token in tokens:
+            if token == EOS:
+                lines.append([])
+            else:
+                lines[-1].append(token)
+        return "\n".join(join_tokens(line, self.cfg.data.tokenizer) for line in lines)
 
     def score(self, lines: list[str]) -> dict:
         """Perplexity of text (lines as in a corpus file) under the model."""

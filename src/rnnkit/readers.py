@@ -6,8 +6,11 @@ Labelled texts come as
   left out, names starting with "." are ignored, and any other file or folder is skipped and
   counted;
 - CSV or TSV with a header row, JSONL: one record per row, the text and label in named fields;
-- any of those files gzipped (`.jsonl.gz`, as in the data mirror).
-All are read as UTF-8, a byte-order mark dropped. Rows with an empty text are skipped and
+- any of those files gzipped (`.jsonl.gz`, as in the data mirror);
+- Parquet (`.parquet`, `.pq`; needs pyarrow: `pip install 'rnnkit[parquet]'`), the text and
+  label in named columns.
+Text files are read as UTF-8 (a byte-order mark dropped) unless another `encoding` is named; a
+byte that does not decode is an error naming the file, line and byte offset. Rows with an empty text are skipped and
 counted, and the report always says how many rows came from how many lines, so rows that a
 stray quote merged show. A quoted TSV field may not span lines; a quoted CSV field may, but not
 implausibly far. Every other problem is an error that names the file and line.
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rnnkit.errors import DataError
-from rnnkit.files import READ_ERRORS, decode_lines, read_error, text_lines
+from rnnkit.files import ENCODING_HINT, READ_ERRORS, decode_lines, read_error, text_lines
 
 TEXT_SUFFIXES = (".txt", ".text")
 MAX_FIELD_LINES = 1000  # a quoted CSV field spanning more lines is taken for a stray quote,
@@ -75,11 +78,15 @@ def _format(path: Path) -> str:
     if name.endswith(".gz"):
         name = name[:-3]
     for suffix, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl"),
-                        (".csv", "csv"), (".tsv", "tsv"), (".tab", "tsv")):
+                        (".csv", "csv"), (".tsv", "tsv"), (".tab", "tsv"),
+                        (".parquet", "parquet"), (".pq", "parquet")):
         if name.endswith(suffix):
+            if fmt == "parquet" and path.name.lower().endswith(".gz"):
+                raise DataError(f"{path}: a Parquet file compresses itself; give it without "
+                                "gzip")
             return fmt
-    raise DataError(f"{path}: unknown format; use .csv, .tsv, .jsonl (optionally .gz) or a "
-                    "folder with one sub-folder per label")
+    raise DataError(f"{path}: unknown format; use .csv, .tsv, .jsonl (optionally .gz), "
+                    ".parquet or a folder with one sub-folder per label")
 
 
 def _check_exists(path: Path) -> None:
@@ -95,6 +102,10 @@ def _label_key(value: object, where: str, label_field: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{where}: empty label in field {label_field!r}; every training row "
                         "needs a label")
+    if isinstance(value, (list, tuple, dict)):
+        raise DataError(f"{where}: field {label_field!r} holds several labels ({value!r}); "
+                        "rnnkit trains single-label classifiers: give one label per text "
+                        "(a multi-label task is one binary classifier per label)")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DataError(f"{where}: label {value!r} in field {label_field!r} must be a string "
                         "or a number")
@@ -113,18 +124,56 @@ class _Table:
     spanning: list[str]
 
 
-def _read_table(path: Path, text_field: str, label_field: str | None) -> _Table:
+def _read_table(path: Path, text_field: str, label_field: str | None,
+                encoding: str = "utf-8") -> _Table:
     fields = [text_field] + ([label_field] if label_field else [])
     fmt = _format(path)
+    if fmt == "parquet":
+        return _read_parquet(path, fields)
     if fmt == "jsonl":
-        return _read_jsonl(path, fields)
-    return _read_delimited(path, fields, "\t" if fmt == "tsv" else ",")
+        return _read_jsonl(path, fields, encoding)
+    return _read_delimited(path, fields, "\t" if fmt == "tsv" else ",", encoding)
 
 
-def _read_jsonl(path: Path, fields: list[str]) -> _Table:
+def _read_parquet(path: Path, fields: list[str]) -> _Table:
+    try:
+        import pyarrow
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow: pip install "
+                        "'rnnkit[parquet]'") from None
+    try:
+        schema = pq.read_schema(path)
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from None
+    except pyarrow.ArrowException as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc}); write it again") from None
+    for name in fields:
+        if name not in schema.names:
+            raise DataError(f"{path}: no column {name!r} (columns: {', '.join(schema.names)}); "
+                            "choose one with --text-field/--label-field")
+    text_type = schema.field(fields[0]).type
+    if not (pyarrow.types.is_string(text_type) or pyarrow.types.is_large_string(text_type)
+            or pyarrow.types.is_string_view(text_type)):
+        raise DataError(f"{path}: column {fields[0]!r} holds {text_type}, not text; choose the "
+                        "text column with --text-field")
+    try:
+        table = pq.read_table(path, columns=fields)
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from None
+    except pyarrow.ArrowException as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc}); write it again") from None
+    texts = table.column(0).to_pylist()
+    labels = table.column(1).to_pylist() if len(fields) > 1 else [None] * len(texts)
+    rows = [("" if text is None else text, label, f"{path}: row {i}")
+            for i, (text, label) in enumerate(zip(texts, labels), 1)]
+    return _Table(rows, len(rows), [])
+
+
+def _read_jsonl(path: Path, fields: list[str], encoding: str = "utf-8") -> _Table:
     text_field, label_field = fields[0], fields[1] if len(fields) > 1 else None
     rows, line = [], 0
-    for line, raw in enumerate(text_lines(path), 1):
+    for line, raw in enumerate(text_lines(path, encoding), 1):
         if not raw.strip():
             continue
         try:
@@ -144,8 +193,9 @@ def _read_jsonl(path: Path, fields: list[str]) -> _Table:
     return _Table(rows, line, [])
 
 
-def _read_delimited(path: Path, fields: list[str], delimiter: str) -> _Table:
-    lines = _Counted(text_lines(path))
+def _read_delimited(path: Path, fields: list[str], delimiter: str,
+                    encoding: str = "utf-8") -> _Table:
+    lines = _Counted(text_lines(path, encoding))
     records = _records(path, lines, delimiter)
     header = next(records, ([], 0, 0))[0]
     for name in fields:
@@ -233,13 +283,13 @@ def _check_span(path: Path, values: list[str], start: int, end: int, tsv: bool) 
 # --- readers --------------------------------------------------------------------------------
 
 
-def read_labeled(path: Path | str, text_field: str = "text", label_field: str = "label"
-                 ) -> LabeledTexts:
+def read_labeled(path: Path | str, text_field: str = "text", label_field: str = "label",
+                 encoding: str = "utf-8") -> LabeledTexts:
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
-        return _read_folder(path)
-    table = _read_table(path, text_field, label_field)
+        return _read_folder(path, encoding)
+    table = _read_table(path, text_field, label_field, encoding)
     out = LabeledTexts([], [], str(path), rows=len(table.rows), lines=table.lines,
                        spanning=table.spanning)
     for text, label, where in table.rows:
@@ -252,7 +302,7 @@ def read_labeled(path: Path | str, text_field: str = "text", label_field: str = 
     return out
 
 
-def _read_folder(root: Path) -> LabeledTexts:
+def _read_folder(root: Path, encoding: str = "utf-8") -> LabeledTexts:
     out = LabeledTexts([], [], str(root))
     others: Counter[str] = Counter()  # skipped entries of label folders, by kind
     empty: list[str] = []
@@ -261,7 +311,7 @@ def _read_folder(root: Path) -> LabeledTexts:
             out.skip("unlabelled folders (unsup)")
         elif not entry.is_dir():
             out.skip("files beside the label folders")
-        elif _read_label_folder(Path(entry.path), out, others):
+        elif _read_label_folder(Path(entry.path), out, others, encoding):
             out.folders += 1
         else:
             empty.append(entry.name)
@@ -276,7 +326,8 @@ def _read_folder(root: Path) -> LabeledTexts:
     return out
 
 
-def _read_label_folder(folder: Path, out: LabeledTexts, others: Counter[str]) -> int:
+def _read_label_folder(folder: Path, out: LabeledTexts, others: Counter[str],
+                       encoding: str = "utf-8") -> int:
     """Add the texts of one label folder to `out`; the number of text files it holds."""
     files = 0
     for entry in _listing(folder):
@@ -286,7 +337,7 @@ def _read_label_folder(folder: Path, out: LabeledTexts, others: Counter[str]) ->
             continue
         files += 1
         file = Path(entry.path)
-        text = _read_text_file(file)
+        text = _read_text_file(file, encoding)
         if text.strip():
             out.add(text, folder.name, str(file))
         else:
@@ -306,46 +357,43 @@ def _listing(folder: Path) -> list[os.DirEntry]:
                         "permissions or move it out of the data folder") from None
 
 
-def _read_text_file(file: Path) -> str:
+def _read_text_file(file: Path, encoding: str = "utf-8") -> str:
     try:
         data = file.read_bytes()
     except READ_ERRORS as exc:
         raise read_error(file, exc) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{file}:{line}: not valid UTF-8; re-save the file as UTF-8") from None
+    return "".join(decode_lines(data.splitlines(keepends=True), str(file), encoding=encoding))
 
 
-def read_texts(path: Path | str, text_field: str = "text") -> list[str]:
-    """Unlabelled texts: a .txt file (one per line; '-' is standard input) or a CSV/TSV/JSONL
-    file's text field."""
+def read_texts(path: Path | str, text_field: str = "text", encoding: str = "utf-8"
+               ) -> list[str]:
+    """Unlabelled texts: a .txt file (one per line; '-' is standard input) or a CSV, TSV,
+    JSONL or Parquet file's text field."""
     if str(path) == "-" or Path(path).name.lower().removesuffix(".gz").endswith(".txt"):
-        return [line for line in read_lines(path) if line.strip()]
+        return [line for line in read_lines(path, encoding) if line.strip()]
     path = Path(path)
     _check_exists(path)
-    return [text for text, _, _ in _read_table(path, text_field, None).rows]
+    return [text for text, _, _ in _read_table(path, text_field, None, encoding).rows]
 
 
-def read_lines(path: Path | str) -> list[str]:
-    """All lines of a UTF-8 text file (plain or .gz), without line ends or a byte-order mark;
-    '-' reads standard input's bytes, as UTF-8 too, whatever the locale."""
+def read_lines(path: Path | str, encoding: str = "utf-8") -> list[str]:
+    """All lines of a text file (plain or .gz), without line ends or a byte-order mark; '-'
+    reads standard input's bytes, in the same encoding, whatever the locale."""
     if str(path) == "-":
-        return [line.rstrip("\r\n") for line in _stdin_lines()]
+        return [line.rstrip("\r\n") for line in _stdin_lines(encoding)]
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; expected a text file")
-    return [line.rstrip("\r\n") for line in text_lines(path)]
+    return [line.rstrip("\r\n") for line in text_lines(path, encoding)]
 
 
-def _stdin_lines() -> list[str]:
+def _stdin_lines(encoding: str = "utf-8") -> list[str]:
     raw = getattr(sys.stdin, "buffer", None)
     try:
         if raw is None:  # a text stream put in its place (an embedding program): already text
             lines = list(sys.stdin)
             return [lines[0].removeprefix("\ufeff")] + lines[1:] if lines else []
-        return list(decode_lines(raw, "standard input", "send UTF-8 text"))
+        return list(decode_lines(raw, "standard input", ENCODING_HINT, encoding))
     except OSError as exc:
         raise read_error("standard input", exc) from None

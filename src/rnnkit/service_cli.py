@@ -180,12 +180,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="1-65535 (default 8000)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--log-level", default="info",
-                   choices=("critical", "error", "warning", "info", "debug"))
+                   choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level (default info)")
     Limits.add_flags(p.add_argument_group("limits"))
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="export a run's network for other runtimes (ONNX)")
-    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("run", metavar="RUN_DIR", help="the run directory to export")
     p.add_argument("--format", default="onnx", help="onnx (the only format for now)")
     p.add_argument("--out", help="file to write (default RUN_DIR/model.onnx)")
     p.set_defaults(func=cmd_export)

@@ -1,7 +1,10 @@
 """Text cleaning and tokenization.
 
 - `basic` (default): drops HTML line breaks, splits words (keeping inner apostrophes, as in
-  "don't") and punctuation marks as separate tokens.
+  "don't") and punctuation marks as separate tokens. Scripts written without spaces between
+  words (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) give one token per character (with
+  its combining marks), so `很快，好吃` is `很 快 ， 好 吃`; Latin, Cyrillic, Korean and other
+  words next to them stay whole (`iPhone手机` is `iphone 手 机`).
 - `tutorial`: the IMDB tutorial's cleaner: lowercase, strip `<br />`, keep only letters,
   digits and spaces, split on spaces.
 - `whitespace`: split on whitespace only (pre-tokenized corpora such as PTB).
@@ -24,8 +27,22 @@ import numpy as np
 Tokenizer = Callable[[str], list[str]]
 
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-# A word: letters/digits/underscore, with inner apostrophes; or one other visible character.
-_WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+# Scripts without spaces between words: Thai, Lao, Myanmar, Khmer, kana, CJK ideographs (and
+# their extensions and compatibility forms), halfwidth katakana.
+NO_SPACE = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff"
+            "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
+# Marks that belong to the character before them (general combining marks and those of the
+# scripts above): Thai/Lao vowel and tone marks, Myanmar and Khmer signs, kana voicing marks.
+_MARKS = ("\u0300-\u036f\u0e31\u0e34-\u0e3a\u0e47-\u0e4e\u0eb1\u0eb4-\u0ebc\u0ec8-\u0ecd"
+          "\u102b-\u103e\u1056-\u1059\u105e-\u1060\u1062-\u1064\u1067-\u106d\u1071-\u1074"
+          "\u1082-\u108d\u108f\u109a-\u109d\u17b4-\u17d3\u17dd\u3099\u309a\uff9e\uff9f")
+# A token: one character of those scripts with its marks; a word of other letters, digits or
+# underscores, with inner apostrophes; or one other visible character.
+_WORD = re.compile(f"[{NO_SPACE}][{_MARKS}]*|[^\\W{NO_SPACE}]+(?:'[^\\W{NO_SPACE}]+)*"
+                   f"|[^\\w\\s][{_MARKS}]*")
+_HAS_NO_SPACE = re.compile(f"[{NO_SPACE}]")
+# Joined without spaces: those scripts and CJK punctuation and fullwidth forms.
+_TIGHT = re.compile(f"[{NO_SPACE}\u3000-\u303f\uff00-\uffef]")
 _NOT_ALNUM = re.compile(r"[^a-z0-9 ]+")
 
 
@@ -62,11 +79,12 @@ def _basic_front(chunks: list[str], n: int) -> list[str]:
     """The first n tokens of whitespace-free chunks (all of them if there are fewer).
 
     Chunk by chunk: str.split and the regex's \\s agree on whitespace, and str.isalnum is
-    exactly \\w without "_", so an alphanumeric chunk (most of them) is one token, no regex."""
+    exactly \\w without "_", so an alphanumeric ASCII chunk (most of them in English) is one
+    token, no regex."""
     tokens: list[str] = []
     append, extend, findall = tokens.append, tokens.extend, _WORD.findall
     for chunk in chunks:
-        if chunk.isalnum():
+        if chunk.isalnum() and (chunk.isascii() or not _HAS_NO_SPACE.search(chunk)):
             append(chunk)
             if len(tokens) >= n:
                 break
@@ -82,7 +100,7 @@ def _basic_back(chunks: list[str], n: int) -> list[str]:
     backwards: list[str] = []
     append, extend, findall = backwards.append, backwards.extend, _WORD.findall
     for chunk in reversed(chunks):
-        if chunk.isalnum():
+        if chunk.isalnum() and (chunk.isascii() or not _HAS_NO_SPACE.search(chunk)):
             append(chunk)
             if len(backwards) >= n:
                 break
@@ -119,6 +137,23 @@ def _whitespace(text: str) -> list[str]:
 
 def _char(text: str) -> list[str]:
     return list(text)
+
+
+def join_tokens(tokens: Sequence[str], tokenizer: str) -> str:
+    """Tokens back to text that the tokenizer reads as the same tokens: joined by spaces, but
+    by nothing next to a character of a script written without spaces (and always by nothing
+    for `char`)."""
+    if tokenizer == "char":
+        return "".join(tokens)
+    parts: list[str] = []
+    previous_tight = True  # no space before the first token
+    for token in tokens:
+        tight = bool(_TIGHT.match(token))
+        if parts and not (tight and previous_tight):
+            parts.append(" ")
+        parts.append(token)
+        previous_tight = tight
+    return "".join(parts)
 
 
 _TOKENIZERS: dict[str, Tokenizer] = {

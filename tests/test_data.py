@@ -15,6 +15,8 @@ from rnnkit.embeddings import embedding_matrix, read_vectors
 from rnnkit.errors import DataError, UsageError
 from rnnkit.stats import length_stats
 from rnnkit.vocab import PAD, UNK, Vocab
+from rnnkit.config import DataConfig
+from conftest import write_jsonl
 
 
 @pytest.fixture
@@ -133,3 +135,34 @@ def test_length_stats(tmp_path):
     assert stats["texts"] == 100 and stats["max"] == 100
     assert stats["suggested_max_len"] == 100  # 90th percentile 90.1 rounded up to 50s
     assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def _clauses(n, seed=0):
+    """Chinese-like texts without spaces: random runs of 40 characters."""
+    rng = np.random.default_rng(seed)
+    chars = [chr(0x4E00 + i) for i in range(40)]
+    return ["".join(rng.choice(chars, size=rng.integers(6, 12))) for _ in range(n)]
+
+
+def test_stats_report_unknown_tokens_and_warn_when_the_tokenizer_does_not_fit(tmp_path):
+    path = tmp_path / "zh.jsonl"
+    write_jsonl(path, [{"text": t, "label": i % 2} for i, t in enumerate(_clauses(3000))])
+    whole = length_stats(str(path), out=tmp_path / "a.png", tokenizer="whitespace")
+    # Every text is one "word": nearly all validation tokens are unknown.
+    assert whole["unknown_share"] > 0.9 and whole["singleton_share"] > 0.9
+    assert any("unknown to the vocabulary" in w for w in whole["warnings"])
+    assert any("occur only once" in w and "--tokenizer char" in w for w in whole["warnings"])
+    split = length_stats(str(path), out=tmp_path / "b.png")  # basic: per character
+    assert split["unknown_share"] == 0.0 and split["vocabulary"] == 41 and not split["warnings"]
+    assert split["valid_tokens"] > 0 and "closing 300 texts" in split["valid_source"]
+
+
+def test_training_warns_about_a_vocabulary_that_does_not_fit(tmp_path):
+    from rnnkit.data import load_classification
+
+    path = tmp_path / "zh.jsonl"
+    write_jsonl(path, [{"text": t, "label": i % 2} for i, t in enumerate(_clauses(3000))])
+    notes = load_classification(DataConfig(train=str(path), tokenizer="whitespace"), 1).notes
+    assert any(n.startswith("warning:") and "unknown" in n for n in notes)
+    notes = load_classification(DataConfig(train=str(path)), 1).notes
+    assert not any(n.startswith("warning:") for n in notes)

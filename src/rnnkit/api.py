@@ -21,6 +21,8 @@ import torch
 from rnnkit import datasets
 from rnnkit.config import RunConfig, flag
 from rnnkit.errors import UsageError
+from rnnkit.card import write_card
+from rnnkit.plots import check_tensorboard, plot_confusion
 from rnnkit.precision import evaluation_device, resolve_device
 from rnnkit.rundir import RunDir
 from rnnkit.runner import build_model, training_class
@@ -30,7 +32,7 @@ from rnnkit.vocab import PAD, UNK, Vocab
 # Settings a resumed run may change: none of them changes the finished steps, the batch plan
 # or the random streams (epochs, patience and max_minutes only say when to stop).
 RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device",
-                     "eval_batch_size")
+                     "eval_batch_size", "tensorboard")
 
 
 def build_task(cfg: RunConfig, want: tuple[str, ...], run: RunDir | None = None,
@@ -140,6 +142,8 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
         source = read_source(cfg.train.init_from, cfg.model.task)
         cfg = inherit_settings(cfg, source, set(explicit))
     check_home()
+    if cfg.train.tensorboard:
+        check_tensorboard()
     resolve_device(cfg.train.device)  # a missing GPU is said before anything is written
     check_memory(None, cfg)
     started = time.monotonic()
@@ -154,6 +158,7 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
         session = start_session(cfg, task, None, log, init=source)
         meta = {**task.meta(), **({"init_from": source.record()} if source else {})}
         run.create(cfg, task.data.vocab, meta, task.labels(), session.trainer_state())
+        write_card(run)
     try:
         progress = train(run, cfg, task, session, max_steps=max_steps, log=log,
                          log_every=log_every)
@@ -171,6 +176,7 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["finished"] = progress["finished"]
     run.write_results(results)
+    write_card(run, results)
     return results
 
 
@@ -185,7 +191,24 @@ def final_report(run: RunDir, task: Any, log: Any = print,
             metrics = task.evaluate(model, split)
             results[split] = metrics
             log(f"{split}: " + task.summary(metrics))
+            plot_confusion_of(run, split, metrics, log)
     return results
+
+
+def plot_confusion_of(run: RunDir, name: str, metrics: dict, log: Any = print) -> None:
+    """RUN/confusion-NAME.png beside curve.png, for a classifier's metrics (a run folder that
+    cannot be written to is noted, not fatal)."""
+    if "confusion_matrix" not in metrics:
+        return
+    path = run.path / f"confusion-{name}.png"
+    try:
+        plot_confusion(metrics["confusion_matrix"], metrics["labels"], path,
+                       f"{run.path.name}: {name} ({metrics['examples']:,} texts)")
+    except OSError as exc:
+        log(f"note: the confusion matrix plot was not written ({path}: "
+            f"{exc.strerror or exc})")
+        return
+    log(f"confusion matrix plot: {path}")
 
 
 def evaluate_run(path: Path | str, split: str = "test", data_overrides: dict | None = None,
@@ -209,4 +232,7 @@ def evaluate_run(path: Path | str, split: str = "test", data_overrides: dict | N
     model = task.build_model()
     run.load_weights(model)
     model.to(target)
-    return task.evaluate(model, split)
+    metrics = task.evaluate(model, split)
+    given = (data_overrides or {}).get(split)
+    plot_confusion_of(run, f"{split}-{Path(given).name}" if given else split, metrics, log)
+    return metrics

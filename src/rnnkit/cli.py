@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit import __version__
-from rnnkit.config import CHOICES, HELP, PRESETS, DataConfig, ModelConfig, TrainConfig, preset
+from rnnkit.config import (CHOICES, DEFAULT_PRESET, HELP, PRESETS, DataConfig, ModelConfig,
+                           TrainConfig, preset)
 from rnnkit.errors import UsageError
 from rnnkit.service_cli import add_generation_flags
 
@@ -56,9 +57,6 @@ def _converter(annotation: Any) -> Any:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return _optional_float if float in typing.get_args(hint) else _optional_str
     return {bool: _parse_bool, int: int, float: float, str: str}[hint]
-
-
-DEFAULT_PRESET = "lstm-classifier"  # what `rnnkit train` starts from without --preset
 
 
 def _field_help(f: dataclasses.Field, base: Any) -> str:
@@ -207,7 +205,8 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     from rnnkit.stats import length_stats
 
     stats = length_stats(args.dataset, args.split, args.text_field, args.label_field,
-                         args.tokenizer, args.out, args.coverage)
+                         args.tokenizer, args.out, args.coverage, args.valid, args.min_freq,
+                         args.encoding)
     if args.json:
         print(json.dumps(stats))
         return 0
@@ -216,6 +215,12 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
                                           ("min", "mean", "median", "p90", "p95", "max")))
     print(f"suggested max_len {stats['suggested_max_len']} (covers "
           f"{stats['coverage']:.0%} of texts whole)")
+    print(f"vocabulary {stats['vocabulary']:,} (tokens seen {stats['min_freq']}+ times, of "
+          f"{stats['distinct_tokens']:,} distinct; {stats['singleton_share']:.0%} seen once); "
+          f"unknown tokens {stats['unknown_share']:.1%} of {stats['valid_tokens']:,} in "
+          f"{stats['valid_source']}")
+    for warning in stats["warnings"]:
+        print(warning)
     print(f"histogram written to {stats['histogram']}")
     return 0
 

@@ -451,6 +451,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+DEFAULT_PRESET = "lstm-classifier"  # what `rnnkit train` starts from without --preset
+
+
 def preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}")

@@ -53,6 +53,33 @@ def split_source(cfg: DataConfig, split: str) -> Path | None:
     return None
 
 
+UNKNOWN_WARNING = 0.05  # share of validation tokens unknown to the vocabulary
+SINGLETON_WARNING = 0.7  # share of distinct training tokens seen once
+
+
+def vocabulary_warnings(vocab: Vocab, valid_ids: np.ndarray | None, tokenizer: str
+                        ) -> list[str]:
+    """Warnings about a freshly built vocabulary that does not fit the text: many unknown
+    tokens in validation, or a vocabulary of mostly one-off tokens (text the tokenizer does
+    not split into words), each with the flag that would help."""
+    out = []
+    subwords = ("--tokenizer sentencepiece (subwords: no unknown tokens)"
+                if tokenizer != "sentencepiece" else "a larger --vocab-size")
+    if valid_ids is not None and len(valid_ids):
+        share = float(np.count_nonzero(valid_ids == vocab.unk_id)) / len(valid_ids)
+        if share > UNKNOWN_WARNING:
+            out.append(f"warning: {share:.1%} of the validation tokens are unknown to the "
+                       f"vocabulary ({len(vocab):,} entries); {subwords}, or a lower "
+                       "--min-freq / larger --max-vocab, would help")
+    if vocab.types and vocab.singletons is not None:
+        share = vocab.singletons / vocab.types
+        if share > SINGLETON_WARNING and vocab.types >= 1000:
+            out.append(f"warning: {share:.0%} of the {vocab.types:,} distinct training tokens "
+                       "occur only once: the tokenizer may not split this text into words "
+                       f"(text without spaces?); try --tokenizer char or {subwords}")
+    return out
+
+
 # --- classification -------------------------------------------------------------------------
 
 
@@ -177,6 +204,7 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
             raw[split] = tokenize_labeled(path, cfg)
             notes.append(f"{split}: {raw[split].report}")
 
+    built = vocab is None
     if vocab is None:
         vocab = Vocab.build(raw["train"].tokens, CLASSIFY_SPECIALS, cfg.min_freq, cfg.max_vocab)
     if classes is None:
@@ -189,6 +217,10 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
     for split in want:
         if split in raw:
             out.splits[split] = _numericalize(raw[split], split, cfg, vocab, classes)
+    if built:
+        valid = out.splits.get("valid")
+        ids = np.concatenate(valid.full_ids or valid.ids) if valid and valid.ids else None
+        out.notes += vocabulary_warnings(vocab, ids, cfg.tokenizer)
     return out
 
 
@@ -263,6 +295,7 @@ def corpus_tokens(lines: list[str], cfg: DataConfig) -> list[str]:
 class CorpusData:
     vocab: Vocab
     splits: dict[str, torch.Tensor]  # split -> (N,) int64 token ids
+    notes: list[str] = field(default_factory=list)
 
 
 def corpus_lines(path: Path, cfg: DataConfig) -> list[str]:
@@ -307,6 +340,7 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
         tokens[split] = corpus_tokens(corpus_lines(path, cfg), cfg)
         if not tokens[split]:
             raise DataError(f"{path}: the corpus is empty")
+    built = vocab is None
     if vocab is None:
         vocab = Vocab.build([tokens["train"]], LM_SPECIALS, cfg.min_freq, cfg.max_vocab)
     splits = {s: torch.tensor(vocab.encode(t), dtype=torch.long) for s, t in tokens.items()
@@ -314,4 +348,9 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
     for split, ids in splits.items():
         if len(ids) < 2:
             raise DataError(f"{split} split: the corpus needs at least two tokens")
-    return CorpusData(vocab, splits)
+    notes = []
+    if built:
+        valid = splits.get("valid")
+        notes = vocabulary_warnings(vocab, valid.numpy() if valid is not None else None,
+                                    cfg.tokenizer)
+    return CorpusData(vocab, splits, notes)

@@ -78,7 +78,10 @@ class LanguageModelTask:
     @classmethod
     def load(cls, cfg: RunConfig, want: tuple[str, ...], vocab: Vocab | None = None,
              labels: dict | None = None, log: Any = print) -> "LanguageModelTask":
-        return cls(cfg, load_corpus(cfg.data, want, vocab))
+        data = load_corpus(cfg.data, want, vocab)
+        for note in data.notes:
+            log(note)
+        return cls(cfg, data)
 
     def meta(self) -> dict[str, Any]:
         return {"vocab_size": len(self.data.vocab)}

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from rnnkit.config import RunConfig
 from rnnkit.errors import UsageError
 from rnnkit.models.regularizers import NTASGD
-from rnnkit.plots import plot_curve
+from rnnkit.plots import plot_curve, write_tensorboard
 from rnnkit.precision import bf16_available, resolve_device
 from rnnkit.rundir import RunDir
 
@@ -515,3 +515,5 @@ class _Loop:
         run.save_trainer(session.trainer_state())
         run.write_metrics(progress.history)
         plot_curve(progress.history, task.metric, run.curve_path)
+        if cfg.train.tensorboard:
+            write_tensorboard(run.path / "tensorboard", progress.history)

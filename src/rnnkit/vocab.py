@@ -38,6 +38,10 @@ class Vocab:
         self.unk_id = self.stoi[UNK]
         self.pad_id = self.stoi.get(PAD, -1)
         self.eos_id = self.stoi.get(EOS, -1)
+        # What building it saw (None for a loaded vocabulary): distinct training tokens, and
+        # how many of those occurred once.
+        self.types: int | None = None
+        self.singletons: int | None = None
 
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]], specials: Sequence[str],
@@ -51,7 +55,10 @@ class Vocab:
         words = [w for w, c in counts.most_common() if c >= min_freq]
         if max_size:
             words = words[: max(0, max_size - len(specials))]
-        return cls(list(specials) + words, specials)
+        vocab = cls(list(specials) + words, specials)
+        vocab.types = len(counts)
+        vocab.singletons = sum(1 for c in counts.values() if c == 1)
+        return vocab
 
     def __len__(self) -> int:
         return len(self.itos)

@@ -36,12 +36,13 @@ RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device",
 
 
 def build_task(cfg: RunConfig, want: tuple[str, ...], run: RunDir | None = None,
-               log: Any = print) -> Any:
-    """Load the data a task needs; with `run`, reuse that run's vocabulary and labels."""
+               log: Any = print, subwords: bytes | None = None) -> Any:
+    """Load the data a task needs; with `run`, reuse that run's vocabulary and labels;
+    `subwords`: a SentencePiece model to tokenize with (from an --init-from source)."""
     task_class = training_class(cfg.model.task)
     vocab = run.vocab() if run is not None else None
     labels = run.labels() if run is not None and cfg.model.task == "classify" else None
-    return task_class.load(cfg, want, vocab, labels, log)
+    return task_class.load(cfg, want, vocab, labels, log, subwords)
 
 
 def check_resume(saved: RunConfig, cfg: RunConfig, out: Path | str) -> None:
@@ -147,7 +148,8 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     resolve_device(cfg.train.device)  # a missing GPU is said before anything is written
     check_memory(None, cfg)
     started = time.monotonic()
-    task = build_task(cfg, ("train", "valid", "test"), run if resume else None, log)
+    task = build_task(cfg, ("train", "valid", "test"), run if resume else None, log,
+                      source.vocab.subword_model if source is not None else None)
     check_memory(task, cfg)
     log(f"data: {', '.join(f'{k} {v:,}' for k, v in task.sizes().items())}; vocabulary "
         f"{len(task.data.vocab):,}")

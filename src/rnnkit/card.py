@@ -122,8 +122,10 @@ def write_card(run: Any, results: dict[str, Any] | None = None) -> None:
         f"- Source: {data}; text field `{d.text_field}`"
         + ("" if task == "lm" else f", label field `{d.label_field}`") + ".",
         f"- Tokenizer `{d.tokenizer}`" + (", lowercased" if d.lowercase else "")
-        + f"; vocabulary {meta.get('vocab_size', 0):,} entries (min frequency {d.min_freq}"
-        + (f", at most {d.max_vocab:,}" if d.max_vocab else "") + ").",
+        + f"; vocabulary {meta.get('vocab_size', 0):,} entries "
+        + (f"(a SentencePiece {d.subword_model} model learned from the training split)."
+           if d.tokenizer == "sentencepiece" else f"(min frequency {d.min_freq}"
+           + (f", at most {d.max_vocab:,}" if d.max_vocab else "") + ")."),
     ]
     if labels:
         lines.append(f"- Classes ({len(labels['classes'])}): "

@@ -99,10 +99,11 @@ class ClassificationTask:
 
     @classmethod
     def load(cls, cfg: RunConfig, want: tuple[str, ...], vocab: Vocab | None = None,
-             labels: dict | None = None, log: Any = print) -> "ClassificationTask":
+             labels: dict | None = None, log: Any = print, subwords: bytes | None = None
+             ) -> "ClassificationTask":
         """Read the splits in `want`; a saved run's vocabulary and labels are reused."""
         classes = labels["classes"] if labels is not None else None
-        data = load_classification(cfg.data, cfg.train.seed, want, vocab, classes)
+        data = load_classification(cfg.data, cfg.train.seed, want, vocab, classes, subwords)
         for note in data.notes:
             log(note)
         return cls(cfg, data)

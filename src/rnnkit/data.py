@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -91,15 +92,16 @@ class TokenizedTexts:
     source: str = ""  # the file, for messages
 
 
-def tokenize_labeled(path: Path, cfg: DataConfig) -> TokenizedTexts:
+def tokenize_labeled(path: Path, cfg: DataConfig, subwords: bytes | None = None
+                     ) -> TokenizedTexts:
     """The texts of a labelled file, tokenized; texts without tokens are skipped and counted
-    in the report, with their labels."""
-    cache = _cache_path(path, cfg) if cfg.tokenizer != "char" else None
+    in the report, with their labels. `subwords`: the sentencepiece tokenizer's model."""
+    cache = _cache_path(path, cfg, subwords) if cfg.tokenizer != "char" else None
     cached = _read_cache(cache, path)
     if cached is not None:
         return cached
     raw: LabeledTexts = read_labeled(path, cfg.text_field, cfg.label_field, cfg.encoding)
-    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase)
+    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, subwords=subwords)
     tokens, labels, tokenless = [], [], []
     for text, label, origin in zip(raw.texts, raw.labels, raw.origins):
         words = tokenizer(text)
@@ -146,15 +148,16 @@ def _write_cache(cache: Path, texts: TokenizedTexts) -> str:
     return texts.report
 
 
-def _cache_path(path: Path, cfg: DataConfig) -> Path | None:
+def _cache_path(path: Path, cfg: DataConfig, subwords: bytes | None = None) -> Path | None:
     try:
         if not path.is_file():
             return None  # folders are not cached
         stat = path.stat()
     except OSError:
         return None  # the reader reports what is wrong with the file
+    model = hashlib.sha256(subwords).hexdigest() if subwords is not None else None
     key = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.tokenizer,
-                      cfg.lowercase, cfg.text_field, cfg.label_field, cfg.encoding, 3])
+                      cfg.lowercase, cfg.text_field, cfg.label_field, cfg.encoding, model, 3])
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return rnnkit_home() / "cache" / "tokens" / f"{digest}.txt"
 
@@ -183,29 +186,42 @@ def sort_classes(values: set[str]) -> list[str]:
 
 
 def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("train", "valid",
-                        "test"), vocab: Vocab | None = None, classes: list[str] | None = None
-                        ) -> ClassificationData:
+                        "test"), vocab: Vocab | None = None, classes: list[str] | None = None,
+                        subwords: bytes | None = None) -> ClassificationData:
     """Read and numericalize the splits in `want`. With `vocab`/`classes` given (a saved run),
-    they are used as they are; otherwise both are built from the training split. `notes` says,
-    per file, how many rows were read from how many lines and what was skipped."""
+    they are used as they are; otherwise both are built from the training split (with the
+    sentencepiece tokenizer, from the `subwords` model given, else one trained on the
+    training split). `notes` says, per file, how many rows were read from how many lines and
+    what was skipped."""
     notes: list[str] = []
     raw: dict[str, TokenizedTexts] = {}
     train_path = split_source(cfg, "train")
-    need_train = "train" in want or vocab is None or (
-        "valid" in want and split_source(cfg, "valid") is None)
+    carve = split_source(cfg, "valid") is None
+    if vocab is not None:
+        subwords = vocab.subword_model
+    if cfg.tokenizer == "sentencepiece" and subwords is None:
+        assert train_path is not None
+        texts = read_labeled(train_path, cfg.text_field, cfg.label_field, cfg.encoding).texts
+        _, train_idx = _split_order(len(texts), cfg, seed, carve, train_path)
+        subwords = train_subwords((texts[i] for i in train_idx), cfg, seed)
+        notes.append(f"sentencepiece: a {cfg.subword_model} model of {cfg.vocab_size:,} "
+                     f"pieces learned from {len(train_idx):,} training texts")
+    need_train = "train" in want or vocab is None or ("valid" in want and carve)
     if need_train:
         assert train_path is not None
-        train = tokenize_labeled(train_path, cfg)
+        train = tokenize_labeled(train_path, cfg, subwords)
         notes.append(f"train: {train.report}")
-        raw.update(_train_and_valid(train, cfg, seed, split_source(cfg, "valid") is None))
+        raw.update(_train_and_valid(train, cfg, seed, carve))
     for split in want:
         path = split_source(cfg, split) if split not in raw else None
         if path is not None:
-            raw[split] = tokenize_labeled(path, cfg)
+            raw[split] = tokenize_labeled(path, cfg, subwords)
             notes.append(f"{split}: {raw[split].report}")
 
     built = vocab is None
-    if vocab is None:
+    if vocab is None and subwords is not None:
+        vocab = Vocab.from_subwords(subwords, CLASSIFY_SPECIALS)
+    elif vocab is None:
         vocab = Vocab.build(raw["train"].tokens, CLASSIFY_SPECIALS, cfg.min_freq, cfg.max_vocab)
     if classes is None:
         classes = sort_classes(set(raw["train"].labels))
@@ -224,6 +240,23 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
     return out
 
 
+def _split_order(n: int, cfg: DataConfig, seed: int, carve: bool, source: object
+                 ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Indices of the carved validation texts (with `carve`) and of the training texts, in a
+    seeded order, of a training file's `n` texts."""
+    order = np.random.default_rng(seed).permutation(n)
+    valid = None
+    if carve:
+        if cfg.valid_fraction == 0:
+            raise UsageError(NOTHING_TO_CARVE)
+        n_valid = int(round(n * cfg.valid_fraction))
+        if n_valid == 0 or n_valid == n:
+            raise UsageError(f"{source}: too few texts ({n}) to carve a validation split of "
+                             f"{cfg.valid_fraction:g}; give --valid FILE")
+        valid, order = order[:n_valid], order[n_valid:]
+    return valid, order[: cfg.limit_train or None]
+
+
 def _train_and_valid(train: TokenizedTexts, cfg: DataConfig, seed: int, carve: bool
                      ) -> dict[str, TokenizedTexts]:
     """The training texts in a seeded order, and, with `carve`, the validation split taken
@@ -232,19 +265,31 @@ def _train_and_valid(train: TokenizedTexts, cfg: DataConfig, seed: int, carve: b
         return TokenizedTexts([train.tokens[i] for i in idx], [train.labels[i] for i in idx],
                               source=source)
 
-    order = np.random.default_rng(seed).permutation(len(train.tokens))
+    valid, order = _split_order(len(train.tokens), cfg, seed, carve, train.source)
     out = {}
-    if carve:
-        if cfg.valid_fraction == 0:
-            raise UsageError(NOTHING_TO_CARVE)
-        n_valid = int(round(len(order) * cfg.valid_fraction))
-        if n_valid == 0 or n_valid == len(order):
-            raise UsageError(f"{train.source}: too few texts ({len(order)}) to carve a "
-                             f"validation split of {cfg.valid_fraction:g}; give --valid FILE")
-        out["valid"] = pick(order[:n_valid], f"{train.source} (the part carved for validation)")
-        order = order[n_valid:]
-    out["train"] = pick(order[: cfg.limit_train or None], train.source)
+    if valid is not None:
+        out["valid"] = pick(valid, f"{train.source} (the part carved for validation)")
+    out["train"] = pick(order, train.source)
     return out
+
+
+def train_subwords(texts: Iterable[str], cfg: DataConfig, seed: int) -> bytes:
+    """A SentencePiece model of the training texts (lowercased if the run lowercases); its
+    size counts rnnkit's special tokens, so the vocabulary has `cfg.vocab_size` entries."""
+    from rnnkit import subwords
+
+    extra = 1  # <pad> (classifiers) or <eos> (language models) besides the shared <unk>
+    if cfg.vocab_size <= 256 + extra + 1:
+        raise UsageError(f"--vocab-size {cfg.vocab_size} is too small for sentencepiece: "
+                         "its 256 byte pieces come first; use 1000 or more")
+    lower = cfg.lowercase
+    try:
+        return subwords.train((t.lower() if lower else t for t in texts),
+                              cfg.vocab_size - extra, cfg.subword_model, seed)
+    except subwords.TooManyPieces as exc:
+        raise UsageError(f"--vocab-size {cfg.vocab_size} is more than the training text allows "
+                         f"(at most {exc.most + extra} entries here); use a smaller "
+                         "--vocab-size") from None
 
 
 def _numericalize(texts: TokenizedTexts, split: str, cfg: DataConfig, vocab: Vocab,
@@ -266,7 +311,8 @@ def encode_texts(texts: list[str], cfg: DataConfig, vocab: Vocab, max_len: int |
     the same cut (`cfg.max_len`, or `max_len` where given: 0 keeps whole texts), applied
     while tokenizing where the tokenizer allows. A text without tokens becomes one <unk>."""
     keep = cfg.max_len if max_len is None else max_len
-    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, keep, cfg.truncate)
+    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, keep, cfg.truncate,
+                              vocab.subword_model)
     encode, unk = vocab.encode_array, vocab.unk_id
     out = []
     for text in texts:
@@ -278,8 +324,9 @@ def encode_texts(texts: list[str], cfg: DataConfig, vocab: Vocab, max_len: int |
 # --- language modelling ---------------------------------------------------------------------
 
 
-def corpus_tokens(lines: list[str], cfg: DataConfig) -> list[str]:
-    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase)
+def corpus_tokens(lines: list[str], cfg: DataConfig, subwords: bytes | None = None
+                  ) -> list[str]:
+    tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, subwords=subwords)
     tokens: list[str] = []
     for line in lines:
         words = tokenizer(line)
@@ -296,6 +343,19 @@ class CorpusData:
     vocab: Vocab
     splits: dict[str, torch.Tensor]  # split -> (N,) int64 token ids
     notes: list[str] = field(default_factory=list)
+    # subword vocabularies: split -> its words (whitespace-separated, plus one <eos> a line
+    # with add_eos), against which perplexity per word is reported
+    words: dict[str, int] = field(default_factory=dict)
+
+
+def count_words(lines: list[str], cfg: DataConfig) -> int:
+    """Words of corpus lines as a word-level model counts them: whitespace-separated tokens,
+    and an <eos> for each non-blank line (with add_eos)."""
+    words = 0
+    for line in lines:
+        n = len(line.split())
+        words += n + (1 if cfg.add_eos and n else 0)
+    return words
 
 
 def corpus_lines(path: Path, cfg: DataConfig) -> list[str]:
@@ -309,10 +369,18 @@ def corpus_lines(path: Path, cfg: DataConfig) -> list[str]:
 
 
 def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "test"),
-                vocab: Vocab | None = None) -> CorpusData:
+                vocab: Vocab | None = None, subwords: bytes | None = None,
+                seed: int = 1) -> CorpusData:
+    """The corpus splits in `want` as token ids. With `vocab` (a saved run) it is used as it
+    is; otherwise it is built from the training split (with the sentencepiece tokenizer,
+    from the `subwords` model given, else one trained on the training lines)."""
     tokens: dict[str, list[str]] = {}
+    words: dict[str, int] = {}
+    notes: list[str] = []
     train_path = split_source(cfg, "train")
     assert train_path is not None
+    if vocab is not None:
+        subwords = vocab.subword_model
     need_train = "train" in want or vocab is None or split_source(cfg, "valid") is None
     if need_train:
         lines = corpus_lines(train_path, cfg)
@@ -320,6 +388,7 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
             lines += corpus_lines(source_path(spec.strip()), cfg)
         if not any(line.strip() for line in lines):
             raise DataError(f"{train_path}: the corpus is empty")
+        valid_lines = None
         if split_source(cfg, "valid") is None:
             # Carve the closing lines of train as validation: text keeps its order.
             if cfg.valid_fraction == 0:
@@ -328,29 +397,41 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
             if n_train <= 0:
                 raise UsageError(f"{train_path}: too few lines to carve a validation split; "
                                  "give --valid FILE")
-            tokens["valid"] = corpus_tokens(lines[n_train:], cfg)
-            lines = lines[:n_train]
-        tokens["train"] = corpus_tokens(lines, cfg)
+            valid_lines, lines = lines[n_train:], lines[:n_train]
+        if cfg.tokenizer == "sentencepiece" and subwords is None:
+            subwords = train_subwords(lines, cfg, seed)
+            notes.append(f"sentencepiece: a {cfg.subword_model} model of {cfg.vocab_size:,} "
+                         f"pieces learned from {len(lines):,} training lines")
+        if valid_lines is not None:
+            tokens["valid"] = corpus_tokens(valid_lines, cfg, subwords)
+            words["valid"] = count_words(valid_lines, cfg)
+        tokens["train"] = corpus_tokens(lines, cfg, subwords)
+        words["train"] = count_words(lines, cfg)
     for split in want:
         if split in tokens:
             continue
         path = split_source(cfg, split)
         if path is None:
             continue
-        tokens[split] = corpus_tokens(corpus_lines(path, cfg), cfg)
+        lines = corpus_lines(path, cfg)
+        tokens[split] = corpus_tokens(lines, cfg, subwords)
+        words[split] = count_words(lines, cfg)
         if not tokens[split]:
             raise DataError(f"{path}: the corpus is empty")
     built = vocab is None
-    if vocab is None:
+    if vocab is None and subwords is not None:
+        vocab = Vocab.from_subwords(subwords, LM_SPECIALS)
+    elif vocab is None:
         vocab = Vocab.build([tokens["train"]], LM_SPECIALS, cfg.min_freq, cfg.max_vocab)
     splits = {s: torch.tensor(vocab.encode(t), dtype=torch.long) for s, t in tokens.items()
               if s in want}
     for split, ids in splits.items():
         if len(ids) < 2:
             raise DataError(f"{split} split: the corpus needs at least two tokens")
-    notes = []
     if built:
         valid = splits.get("valid")
-        notes = vocabulary_warnings(vocab, valid.numpy() if valid is not None else None,
-                                    cfg.tokenizer)
-    return CorpusData(vocab, splits, notes)
+        notes += vocabulary_warnings(vocab, valid.numpy() if valid is not None else None,
+                                     cfg.tokenizer)
+    if subwords is None:
+        words = {}  # per token is per word
+    return CorpusData(vocab, splits, notes, {s: n for s, n in words.items() if s in splits})

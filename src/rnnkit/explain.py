@@ -60,7 +60,8 @@ def occlusion_texts(predictor: Predictor, text: str, max_tokens: int = MAX_EXPLA
                     ) -> tuple[list[str], list[str]]:
     """The text's tokens and the texts to score: the whole text, then one per dropped token."""
     data = predictor.cfg.data
-    tokens = get_tokenizer(data.tokenizer, data.lowercase)(text)
+    tokens = get_tokenizer(data.tokenizer, data.lowercase,
+                           subwords=predictor.vocab.subword_model)(text)
     variants = [join_tokens(tokens, data.tokenizer)]
     for i in range(min(len(tokens), max_tokens)):
         variants.append(join_tokens(tokens[:i] + tokens[i + 1:], data.tokenizer))

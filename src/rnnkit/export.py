@@ -15,7 +15,8 @@ What the exported graph computes:
   (LSTM and Elman graphs return empty logits); feed at least one token per call.
 Batch and time axes stay dynamic. The model file's metadata (`custom_metadata_map` in ONNX
 Runtime) records the task, these rules (`min_length`, `max_len`, `truncate`) and the ids a
-caller needs (`pad_id`, `unk_id`, `labels`). Runs with the n-gram branch (data.ngram_order > 0)
+caller needs (`pad_id`, `unk_id`, `labels`), and the tokenizer (`tokenizer`, `lowercase`; for
+`sentencepiece`, the model itself as base64 in `sentencepiece_model`). Runs with the n-gram branch (data.ngram_order > 0)
 are refused: its hashed features are computed in Python, outside the network.
 
 Format: ONNX, through the legacy TorchScript-based exporter, which keeps the dynamic axes.
@@ -25,6 +26,7 @@ guards on it, so the program accepts that one sequence length only.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import warnings
@@ -161,7 +163,13 @@ _BY_TASK = {"classify": _classifier, "lm": _language_model}
 def exportable(run_dir: Path | str) -> Exportable:
     """The module to export, example inputs, input and output names, dynamic axes, metadata."""
     runner = load(run_dir)
-    return _BY_TASK[runner.task](run_dir, runner)
+    found = _BY_TASK[runner.task](run_dir, runner)
+    data = runner.cfg.data
+    found.metadata.update({"tokenizer": data.tokenizer, "lowercase": str(data.lowercase).lower()})
+    if runner.vocab.subword_model is not None:  # what a caller needs to make the ids
+        found.metadata["sentencepiece_model"] = base64.b64encode(
+            runner.vocab.subword_model).decode("ascii")
+    return found
 
 
 def export_run(run_dir: Path | str, fmt: str = "onnx", out: Path | str | None = None) -> Path:

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from rnnkit.config import RunConfig
-from rnnkit.data import corpus_tokens
+from rnnkit.data import corpus_tokens, count_words
 from rnnkit.errors import UsageError
-from rnnkit.language_model import evaluate_stream
+from rnnkit.language_model import add_word_perplexity, evaluate_stream
 from rnnkit.models.lm import LanguageModel
 from rnnkit.rundir import RunDir
 from rnnkit.runner import build_model
@@ -63,7 +63,8 @@ class LanguageModelRunner:
         return cls(cfg, vocab, model)
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        tokens = get_tokenizer(self.cfg.data.tokenizer, self.cfg.data.lowercase)(prompt)
+        tokens = get_tokenizer(self.cfg.data.tokenizer, self.cfg.data.lowercase,
+                               subwords=self.vocab.subword_model)(prompt)
         ids = self.vocab.encode(tokens)
         if not ids:
             raise UsageError("the prompt is empty; give at least one word")
@@ -116,9 +117,11 @@ class LanguageModelRunner:
 
     def score(self, lines: list[str]) -> dict:
         """Perplexity of text (lines as in a corpus file) under the model."""
-        ids = self.vocab.encode(corpus_tokens(lines, self.cfg.data))
+        ids = self.vocab.encode(corpus_tokens(lines, self.cfg.data, self.vocab.subword_model))
         if len(ids) < 2:
             raise UsageError("the text to score needs at least two tokens")
         result = evaluate_stream(self.model, torch.tensor(ids))
         result["unknown_tokens"] = sum(1 for i in ids if i == self.vocab.unk_id)
+        if self.vocab.subword_model is not None:
+            add_word_perplexity(result, count_words(lines, self.cfg.data))
         return result

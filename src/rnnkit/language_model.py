@@ -77,8 +77,9 @@ class LanguageModelTask:
 
     @classmethod
     def load(cls, cfg: RunConfig, want: tuple[str, ...], vocab: Vocab | None = None,
-             labels: dict | None = None, log: Any = print) -> "LanguageModelTask":
-        data = load_corpus(cfg.data, want, vocab)
+             labels: dict | None = None, log: Any = print, subwords: bytes | None = None
+             ) -> "LanguageModelTask":
+        data = load_corpus(cfg.data, want, vocab, subwords, cfg.train.seed)
         for note in data.notes:
             log(note)
         return cls(cfg, data)
@@ -100,7 +101,11 @@ class LanguageModelTask:
                 "ppl": f"{math.exp(min(loss, 700)):.1f}"}
 
     def summary(self, metrics: dict) -> str:
-        return f"perplexity {metrics['perplexity']:.2f} over {metrics['tokens']:,} tokens"
+        text = f"perplexity {metrics['perplexity']:.2f} over {metrics['tokens']:,} tokens"
+        if "word_perplexity" in metrics:
+            text += (f" (per word {metrics['word_perplexity']:.2f} over {metrics['words']:,} "
+                     "words)")
+        return text
 
     def build_model(self) -> LanguageModel:
         return build_model(self.cfg, self.data.vocab)
@@ -179,7 +184,19 @@ class LanguageModelTask:
 
     @torch.inference_mode()
     def evaluate(self, model: LanguageModel, split: str) -> dict:
-        return evaluate_stream(model, self.data.splits[split])
+        metrics = evaluate_stream(model, self.data.splits[split])
+        words = self.data.words.get(split)
+        if words:  # a subword vocabulary: also per word, comparable with word-level models
+            add_word_perplexity(metrics, words)
+        return metrics
+
+
+def add_word_perplexity(metrics: dict, words: int) -> None:
+    """Perplexity per word of a subword model's figures: the same total loss over the
+    text's words (less the first, which is not predicted, as the first token is not)."""
+    total = metrics["loss"] * metrics["tokens"]
+    metrics["words"] = words
+    metrics["word_perplexity"] = perplexity(total / max(1, words - 1))
 
 
 @torch.inference_mode()

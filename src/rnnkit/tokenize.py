@@ -9,6 +9,8 @@
   digits and spaces, split on spaces.
 - `whitespace`: split on whitespace only (pre-tokenized corpora such as PTB).
 - `char`: one token per character.
+- `sentencepiece`: subword pieces of a SentencePiece model learned from the training split
+  (`rnnkit.subwords`; the model lives in the run's vocabulary).
 
 `get_tokenizer(..., max_len, truncate)` returns only the tokens a cut keeps. For `basic` it reads
 the text from the kept end(s) and stops once it has enough tokens, which gives the same tokens
@@ -145,6 +147,10 @@ def join_tokens(tokens: Sequence[str], tokenizer: str) -> str:
     for `char`)."""
     if tokenizer == "char":
         return "".join(tokens)
+    if tokenizer == "sentencepiece":
+        from rnnkit import subwords
+
+        return subwords.detokenize(list(tokens))
     parts: list[str] = []
     previous_tight = True  # no space before the first token
     for token in tokens:
@@ -165,15 +171,22 @@ _TOKENIZERS: dict[str, Tokenizer] = {
 
 
 def get_tokenizer(name: str, lowercase: bool = True, max_len: int = 0,
-                  truncate: str = "head") -> Tokenizer:
+                  truncate: str = "head", subwords: bytes | None = None) -> Tokenizer:
     """text -> tokens; with `max_len`, only the tokens that `cut(tokens, max_len, truncate)`
-    keeps."""
+    keeps. `subwords` is the SentencePiece model of the `sentencepiece` tokenizer."""
     lower = lowercase and name != "tutorial"  # the tutorial cleaner lowercases itself
     if max_len and name == "basic":
         if lower:
             return lambda text: _basic_kept(text.lower(), max_len, truncate)
         return lambda text: _basic_kept(text, max_len, truncate)
-    split = _TOKENIZERS[name]
+    if name == "sentencepiece":
+        if subwords is None:
+            raise ValueError("the sentencepiece tokenizer needs its model")
+        from rnnkit import subwords as subword_models
+
+        split = subword_models.tokenizer(subwords)
+    else:
+        split = _TOKENIZERS[name]
     full = (lambda text: split(text.lower())) if lower else split
     if not max_len:
         return full

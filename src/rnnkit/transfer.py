@@ -34,6 +34,9 @@ ENCODER_SETTINGS = ("cell", "embedding_dim", "hidden_size", "num_layers", "bidir
                     "last_layer_size")
 # What a language-model source adds for a language-model target: its output layer.
 OUTPUT_SETTINGS = ("tie_weights", "softmax", "cutoffs")
+# A source with a subword vocabulary passes on its tokenizer (and its SentencePiece model):
+# rows are mapped by piece, so both runs must cut text into the same pieces.
+SUBWORD_SETTINGS = ("tokenizer", "lowercase", "vocab_size", "subword_model")
 
 
 @dataclass(frozen=True)
@@ -74,15 +77,19 @@ def inherit_settings(cfg: RunConfig, source: Source, explicit: set[str]) -> RunC
     A setting given explicitly (`explicit`: field names from the command line) that differs
     from the source's is refused, naming it."""
     names = ENCODER_SETTINGS + (OUTPUT_SETTINGS if cfg.model.task == "lm" else ())
-    values: dict[str, Any] = {}
-    for name in names:
-        theirs = getattr(source.cfg.model, name)
-        if name in explicit and getattr(cfg.model, name) != theirs:
-            raise UsageError(f"{flag(name)} {getattr(cfg.model, name)!r} conflicts with "
-                             f"--init-from {source.path}, whose model has {theirs!r}; leave "
-                             f"{flag(name)} out (it is taken from the source)")
-        values[name] = theirs
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **values))
+    subword = source.cfg.data.tokenizer == "sentencepiece"
+    taken: dict[str, dict[str, Any]] = {"model": {}, "data": {}}
+    for group, group_names in (("model", names), ("data", SUBWORD_SETTINGS if subword else ())):
+        for name in group_names:
+            theirs = getattr(getattr(source.cfg, group), name)
+            ours = getattr(getattr(cfg, group), name)
+            if name in explicit and ours != theirs:
+                raise UsageError(f"{flag(name)} {ours!r} conflicts with --init-from "
+                                 f"{source.path}, whose {group} has {theirs!r}; leave "
+                                 f"{flag(name)} out (it is taken from the source)")
+            taken[group][name] = theirs
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **taken["model"]),
+                               data=dataclasses.replace(cfg.data, **taken["data"]))
 
 
 def map_rows(table: torch.Tensor, source: Vocab, target: Vocab) -> torch.Tensor:

@@ -1,7 +1,9 @@
-"""Vocabulary: token <-> id, special tokens first, saved as JSON."""
+"""Vocabulary: token <-> id, special tokens first, saved as JSON (with the SentencePiece model
+for a subword vocabulary)."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from collections import Counter
@@ -42,6 +44,7 @@ class Vocab:
         # how many of those occurred once.
         self.types: int | None = None
         self.singletons: int | None = None
+        self.subword_model: bytes | None = None  # the SentencePiece model of its pieces
 
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]], specials: Sequence[str],
@@ -58,6 +61,16 @@ class Vocab:
         vocab = cls(list(specials) + words, specials)
         vocab.types = len(counts)
         vocab.singletons = sum(1 for c in counts.values() if c == 1)
+        return vocab
+
+    @classmethod
+    def from_subwords(cls, model: bytes, specials: Sequence[str]) -> "Vocab":
+        """Specials, then a SentencePiece model's pieces in its order (its <unk> is ours)."""
+        from rnnkit import subwords
+
+        pieces = [p for p in subwords.pieces(model) if p != UNK and p not in specials]
+        vocab = cls(list(specials) + pieces, specials)
+        vocab.subword_model = model
         return vocab
 
     def __len__(self) -> int:
@@ -81,12 +94,18 @@ class Vocab:
         return [self.itos[i] for i in ids]
 
     def save(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps({"specials": self.specials, "tokens": self.itos}))
+        record: dict = {"specials": self.specials, "tokens": self.itos}
+        if self.subword_model is not None:
+            record["sentencepiece"] = base64.b64encode(self.subword_model).decode("ascii")
+        atomic_write_text(path, json.dumps(record))
 
     @classmethod
     def load(cls, path: Path) -> "Vocab":
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(raw["tokens"], raw["specials"])
+            vocab = cls(raw["tokens"], raw["specials"])
+            if "sentencepiece" in raw:
+                vocab.subword_model = base64.b64decode(raw["sentencepiece"], validate=True)
+            return vocab
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path}: not a readable rnnkit vocabulary ({exc})") from None

@@ -1,0 +1,110 @@
+"""SentencePiece subword vocabularies (`--tokenizer sentencepiece --vocab-size N`).
+
+A unigram (or BPE) model is trained on the training split's texts only, with byte fallback:
+a character the model never saw becomes its UTF-8 bytes (`<0xE5>` ...), so no text has an
+unknown token. The model travels inside the run's `vocab.json` (base64), so `evaluate`,
+`predict`, `serve`, `export` and the web page tokenize exactly as training did. The rnnkit
+vocabulary is the special tokens followed by the model's pieces in its own order.
+
+Needs the `sentencepiece` package: `pip install 'rnnkit[subword]'`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import re
+from typing import Iterable
+
+from rnnkit.errors import UsageError
+
+MARK = "\u2581"  # SentencePiece's word-boundary mark
+MAX_TRAINING_TEXTS = 2_000_000  # a random sample of this many texts trains the model
+
+
+class TooManyPieces(UsageError):
+    """The text allows at most `most` pieces."""
+
+    def __init__(self, most: int):
+        super().__init__(f"the training text allows at most {most} pieces")
+        self.most = most
+
+
+def _module():
+    try:
+        import sentencepiece
+    except ImportError:
+        raise UsageError("--tokenizer sentencepiece needs the sentencepiece package: pip "
+                         "install 'rnnkit[subword]'") from None
+    return sentencepiece
+
+
+def check_available() -> None:
+    _module()
+
+
+def train(texts: Iterable[str], vocab_size: int, model_type: str, seed: int = 1) -> bytes:
+    """A SentencePiece model of `vocab_size` pieces (its <unk> included) trained on `texts`;
+    a size the text cannot fill is a one-line UsageError."""
+    spm = _module()
+    out = io.BytesIO()
+    lines = (" ".join(text.split()) for text in texts)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=(line for line in lines if line), model_writer=out,
+            vocab_size=vocab_size, model_type=model_type, byte_fallback=True,
+            unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, character_coverage=0.9995,
+            input_sentence_size=MAX_TRAINING_TEXTS, shuffle_input_sentence=True,
+            max_sentence_length=1 << 16, num_threads=1,
+            minloglevel=2, train_extremely_large_corpus=False)
+    except RuntimeError as exc:
+        message = str(exc)
+        most = re.search(r"value <= (\d+)", message)
+        if most:
+            raise TooManyPieces(int(most.group(1))) from None
+        if "vocab_size" in message or "Vocabulary size" in message:
+            raise UsageError(f"--vocab-size {vocab_size}: {message.splitlines()[-1]}") from None
+        raise UsageError(f"SentencePiece could not be trained on this text "
+                         f"({message.splitlines()[-1]})") from None
+    return out.getvalue()
+
+
+@functools.lru_cache(maxsize=8)
+def _processor(digest: str, model: bytes):
+    spm = _module()
+    processor = spm.SentencePieceProcessor()
+    processor.LoadFromSerializedProto(model)
+    return processor
+
+
+def processor(model: bytes):
+    """A loaded model (cached by content)."""
+    return _processor(hashlib.sha256(model).hexdigest(), model)
+
+
+def pieces(model: bytes) -> list[str]:
+    """The model's pieces in id order; id 0 is <unk>."""
+    p = processor(model)
+    return [p.IdToPiece(i) for i in range(p.GetPieceSize())]
+
+
+def tokenizer(model: bytes):
+    """text -> pieces."""
+    encode = processor(model).EncodeAsPieces
+    return lambda text: encode(text)
+
+
+def detokenize(tokens: list[str]) -> str:
+    """Pieces back to text (byte pieces of one character rejoined)."""
+    text = "".join(tokens).replace(MARK, " ").strip()
+    return re.sub(r"(?:<0x[0-9A-F]{2}>)+", _bytes_to_text, text)
+
+
+def _bytes_to_text(match: re.Match) -> str:
+    data = bytes(int(b, 16) for b in re.findall(r"<0x([0-9A-F]{2})>", match.group(0)))
+    return data.decode("utf-8", errors="replace")
+
+
+def digest(model: bytes) -> str:
+    return hashlib.sha256(model).hexdigest()

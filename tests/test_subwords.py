@@ -1,0 +1,107 @@
+"""SentencePiece subword vocabularies: learned from the training split only, carried in the
+run, used identically by every command, no unknown tokens, perplexity per word as well."""
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("sentencepiece")  # a dev dependency: installed wherever tests run
+
+from rnnkit import api, data as data_module, subwords
+from rnnkit.config import preset
+from rnnkit.errors import UsageError
+from rnnkit.generate import LanguageModelRunner
+from rnnkit.predict import Predictor
+from rnnkit.rundir import RunDir
+from conftest import make_reviews
+
+QUIET = dict(log=lambda *a, **k: None)
+SMALL = dict(embedding_dim=16, hidden_size=16, batch_size=16, lr=0.01, epochs=2,
+             tokenizer="sentencepiece", vocab_size=300)
+
+
+def _files(tmp_path):
+    rows = make_reviews(600)
+    for name, part in (("train", rows[:400]), ("test", rows[400:])):
+        (tmp_path / f"{name}.tsv").write_text(
+            "text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part))
+    return rows
+
+
+def test_a_subword_classifier_learns_its_pieces_from_the_training_split_only(tmp_path,
+                                                                            monkeypatch):
+    rows = _files(tmp_path)
+    seen = []
+    real = subwords.train
+
+    def spy(texts, *args):
+        texts = list(texts)
+        seen.extend(texts)
+        return real(texts, *args)
+
+    monkeypatch.setattr(subwords, "train", spy)
+    cfg = preset("lstm-classifier").override(train=str(tmp_path / "train.tsv"),
+                                             test=str(tmp_path / "test.tsv"), **SMALL)
+    results = api.train_run(cfg, tmp_path / "run", **QUIET)
+    train_texts = {t for t, _ in rows[:400]}
+    # 10% of train is carved for validation: the model saw the other 360 texts, no test text.
+    assert len(seen) == 360 and set(seen) <= train_texts
+    vocab = RunDir(tmp_path / "run").vocab()
+    assert len(vocab) == 300 and vocab.subword_model is not None
+    assert vocab.itos[:2] == ["<pad>", "<unk>"] and vocab.itos[2:258] == [
+        f"<0x{b:02X}>" for b in range(256)]
+    # Every command tokenizes with the run's own model: evaluate equals the training report.
+    again = api.evaluate_run(tmp_path / "run", "test", **QUIET)
+    assert again["accuracy"] == results["test"]["accuracy"]
+    predictor = Predictor.load(tmp_path / "run")
+    ids = data_module.encode_texts(["家具 très bien ✓"], predictor.cfg.data, vocab)[0]
+    assert vocab.unk_id not in ids.tolist()  # unseen characters become their bytes
+    assert len(predictor.predict(["good film"])) == 1
+
+
+def test_a_subword_language_model_reports_perplexity_per_token_and_per_word(tmp_path):
+    lines = [" ".join(t.split()[:12]) for t, _ in make_reviews(800)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    cfg = preset("lm").override(train=str(tmp_path / "corpus.txt"), num_steps=10,
+                                **{**SMALL, "batch_size": 8, "lr": 5.0, "dropout": 0.0})
+    results = api.train_run(cfg, tmp_path / "lm", **QUIET)
+    valid = results["valid"]
+    words = sum(len(line.split()) + 1 for line in lines[-80:])  # the carved closing 10%
+    assert valid["words"] == words
+    expected = math.exp(valid["loss"] * valid["tokens"] / (words - 1))
+    assert valid["word_perplexity"] == pytest.approx(expected)
+    assert valid["tokens"] > words  # pieces outnumber words: per word is the larger figure
+    runner = LanguageModelRunner.load(tmp_path / "lm")
+    scored = runner.score(lines[-80:])
+    assert scored["unknown_tokens"] == 0
+    assert scored["word_perplexity"] == pytest.approx(valid["word_perplexity"], rel=1e-4)
+
+
+def test_subword_settings_errors_are_one_line_and_leave_nothing(tmp_path):
+    _files(tmp_path)
+    base = preset("lstm-classifier").override(train=str(tmp_path / "train.tsv"),
+                                              **{**SMALL, "vocab_size": 50000})
+    with pytest.raises(UsageError, match=r"--vocab-size 50000 is more than the training text "
+                                         r"allows \(at most \d+ entries here\)"):
+        api.train_run(base, tmp_path / "big", **QUIET)
+    assert not (tmp_path / "big").exists()
+    with pytest.raises(UsageError, match="too small for sentencepiece"):
+        api.train_run(base.override(vocab_size=100), tmp_path / "small", **QUIET)
+
+
+def test_a_classifier_started_from_a_subword_lm_uses_its_pieces(tmp_path):
+    rows = _files(tmp_path)
+    (tmp_path / "corpus.txt").write_text("\n".join(t for t, _ in rows[:400]) + "\n")
+    lm_cfg = preset("lm").override(train=str(tmp_path / "corpus.txt"), num_steps=10,
+                                   **{**SMALL, "batch_size": 8, "epochs": 1})
+    api.train_run(lm_cfg, tmp_path / "lm", **QUIET)
+    cfg = preset("lstm-classifier").override(
+        train=str(tmp_path / "train.tsv"), init_from=str(tmp_path / "lm"), tokenizer="basic",
+        **{k: v for k, v in SMALL.items() if k not in ("embedding_dim", "hidden_size",
+                                                       "tokenizer")})
+    api.train_run(cfg, tmp_path / "clf", explicit=(), **QUIET)
+    clf, lm = RunDir(tmp_path / "clf"), RunDir(tmp_path / "lm")
+    assert clf.config().data.tokenizer == "sentencepiece"
+    assert clf.vocab().subword_model == lm.vocab().subword_model
+    assert json.loads((tmp_path / "clf" / "config.json").read_text())["init_from"]["sha256"]

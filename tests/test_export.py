@@ -102,7 +102,7 @@ def test_classifier_graph_cuts_texts_and_reads_empty_ones_as_predictor_does(root
     assert meta.custom_metadata_map == {
         "task": "classify", "min_length": "0", "max_len": "7", "truncate": how,
         "pad_id": str(predictor.vocab.pad_id), "unk_id": str(predictor.vocab.unk_id),
-        "labels": json.dumps(predictor.names)}
+        "labels": json.dumps(predictor.names), "tokenizer": "basic", "lowercase": "true"}
     assert "max_len" in meta.description and "empty text" in meta.description
     texts = [line.split("\t")[0] for line in
              (root / "dev.tsv").read_text().splitlines()[1:30]] + ["", "   "]

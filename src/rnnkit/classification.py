@@ -21,6 +21,7 @@ from rnnkit.embeddings import embedding_matrix
 from rnnkit.metrics import classification_report
 from rnnkit.models.classifier import Classifier
 from rnnkit.ngrams import NgramFeatures
+from rnnkit.precision import autocast
 from rnnkit.runner import build_model
 from rnnkit.vocab import Vocab
 
@@ -175,9 +176,11 @@ class ClassificationTask:
 
     def train_step(self, model: Classifier, index: np.ndarray, state: None
                    ) -> tuple[torch.Tensor, int, None]:
-        batch = self._batch("train", index).to(_device(model))
-        branches = model(batch.ids, batch.lengths, batch.ngrams)
-        loss = sum(F.cross_entropy(logits, batch.labels) for logits in branches)
+        device = _device(model)
+        batch = self._batch("train", index).to(device)
+        with autocast(self.cfg.train.precision, device):  # bf16 matmuls and RNN, if asked
+            branches = model(batch.ids, batch.lengths, batch.ngrams)
+        loss = sum(F.cross_entropy(logits.float(), batch.labels) for logits in branches)
         return loss, batch.size, None  # type: ignore[return-value]
 
     @torch.inference_mode()

@@ -531,7 +531,8 @@ HELP: dict[str, str] = {
     "eval_batch_size": "classification: texts per evaluation batch",
     "num_steps": "language models: BPTT window length in tokens",
     "epochs": "passes over the training data",
-    "max_minutes": "stop training (resumably) after this many minutes (0 = no limit)",
+    "max_minutes": "stop training (resumably) after this many minutes (0 = no limit); cosine "
+                   "and slanted schedules then anneal over the budget if it ends first",
     "clip": "clip the global gradient norm to this (0 = off)",
     "loss_scale": "mean loss, or sum over steps of the batch mean (Zaremba et al.)",
     "schedule": "learning-rate schedule (slanted: ULMFiT's triangular)",

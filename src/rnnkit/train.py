@@ -168,14 +168,14 @@ def epoch_lr(cfg: RunConfig, epoch: int, current: float) -> float:
     return t.lr
 
 
-def cosine_lr(cfg: RunConfig, step: int, total_steps: int) -> float:
+def cosine_lr(cfg: RunConfig, step: float, total_steps: int) -> float:
     return cfg.train.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
 
 
 SLANTED_RATIO = 32  # ULMFiT: the lowest rate is 1/32 of the highest
 
 
-def slanted_lr(cfg: RunConfig, step: int, total_steps: int) -> float:
+def slanted_lr(cfg: RunConfig, step: float, total_steps: int) -> float:
     """Slanted triangular rate (Howard & Ruder 2018): a linear rise over the first
     warmup_fraction of the steps from lr/32 to lr, then a linear fall back to lr/32."""
     cut = max(1, int(total_steps * cfg.train.warmup_fraction))
@@ -393,12 +393,18 @@ class _Loop:
         self.lr = session.progress.lr
 
     def rate_for_step(self) -> float:
+        """The rate of the next step. Cosine and slanted schedules run over the planned
+        steps, or over the time budget (--max-minutes) when that ends first: the run then
+        stops annealed, not at a high rate mid-schedule."""
         progress = self.session.progress
+        if self.cfg.train.schedule not in ("cosine", "slanted"):
+            return progress.lr
+        step: float = progress.step
+        if self.budget:
+            step = max(step, self.steps_total * min(1.0, progress.elapsed / self.budget))
         if self.cfg.train.schedule == "cosine":
-            return cosine_lr(self.cfg, progress.step, self.steps_total)
-        if self.cfg.train.schedule == "slanted":
-            return slanted_lr(self.cfg, progress.step, self.steps_total)
-        return progress.lr
+            return cosine_lr(self.cfg, step, self.steps_total)
+        return slanted_lr(self.cfg, step, self.steps_total)
 
     def train_epoch(self) -> bool:
         """Run the epoch's remaining batches; False when stopped inside the epoch."""

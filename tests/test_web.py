@@ -175,3 +175,63 @@ def test_shutdown_finishes_the_request_in_flight(runs):
     assert result["response"].status_code == 200
     assert result["response"].json()["predictions"][0]["label"] == "pos"
     assert code == 0
+
+
+def _chinese_reviews(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Synthetic Chinese reviews without spaces: the label is which sentiment words they hold."""
+    import random
+
+    rng = random.Random(seed)
+    filler = list("的了是在我有这个们中来上大为和国地到以说时要就出会也你对生能而子那得于着下自之")
+    good, bad = ["很好", "好吃", "满意", "喜欢"], ["太差", "难吃", "失望", "讨厌"]
+    rows = []
+    for i in range(n):
+        label = "好评" if i % 2 == 0 else "差评"
+        chars = [rng.choice(filler) for _ in range(rng.randint(4, 16))]
+        for _ in range(rng.randint(1, 2)):
+            chars.insert(rng.randrange(len(chars) + 1), rng.choice(good if i % 2 == 0 else bad))
+        rows.append(("".join(chars) + "。", label))
+    return rows
+
+
+def test_chinese_text_is_shown_as_typed_with_each_character_marked(tmp_path, browser):
+    from rnnkit import api
+    from rnnkit.config import preset
+
+    rows = _chinese_reviews(600)
+    for name, part in (("train", rows[:500]), ("dev", rows[500:])):
+        (tmp_path / f"{name}.tsv").write_text(
+            "text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part), encoding="utf-8")
+    cfg = preset("lstm-classifier").override(  # no tokenizer flag: the default splits it
+        train=str(tmp_path / "train.tsv"), valid=str(tmp_path / "dev.tsv"), epochs=4,
+        embedding_dim=16, hidden_size=16, batch_size=16, lr=0.01, min_freq=1)
+    api.train_run(cfg, tmp_path / "zh", log=lambda *a, **k: None)
+    proc, url = start_server(str(tmp_path / "zh"))
+    try:
+        page = browser.new_page()
+        page.goto(url + "/")
+        expect(page.locator("body[data-ready='1']")).to_be_attached()
+        review = "这家店的菜很好吃，我很满意！ Good value."
+        page.fill("#text", review)
+        page.click("#classify")
+        expect(page.locator("#label")).to_have_text("好评")
+        expect(page.locator("#highlighted")).to_have_text(review)  # as typed: no added spaces
+        marked = page.locator("#highlighted span.token").all_inner_texts()
+        assert marked[:4] == ["这", "家", "店", "的"] and "good" not in marked
+        assert "Good" in marked and "value" in marked
+        # The glyphs are real characters, not the boxes of a missing font: "好" and "吃" draw
+        # differently (two missing glyphs would draw the same box).
+        distinct = page.evaluate("""() => {
+            const draw = (ch) => { const c = document.createElement("canvas");
+                c.width = c.height = 40; const g = c.getContext("2d");
+                g.font = "32px sans-serif"; g.fillText(ch, 2, 34);
+                return Array.from(g.getImageData(0, 0, 40, 40).data).join(","); };
+            return draw("好") !== draw("吃") && draw("好") !== draw("\\u4dff\\u0378"); }""")
+        assert distinct, "no CJK font: run scripts/install-browser.sh"
+        shot = page.locator("#highlighted").screenshot(path=str(tmp_path / "zh.png"))
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 1000
+        # Both classes' probabilities are listed, the most probable first.
+        rows_shown = page.locator("#probabilities tr").all_inner_texts()
+        assert len(rows_shown) == 2 and rows_shown[0].startswith("好评")
+    finally:
+        assert stop(proc) == 0

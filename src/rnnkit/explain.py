@@ -17,9 +17,11 @@ between the reference and a variant is the missing token.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rnnkit.predict import Prediction, Predictor
+from rnnkit.subwords import MARK
 from rnnkit.tokenize import get_tokenizer, join_tokens
 
 MAX_EXPLAIN_TOKENS = 400  # tokens past this get no contribution (cost grows as n squared)
@@ -39,14 +41,22 @@ class Explanation:
             for tok, span, value in zip(self.tokens, self.spans, self.contributions)]}
 
 
+BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
+
+
 def token_spans(text: str, tokens: list[str], lowercase: bool) -> list[tuple[int, int] | None]:
-    """Locate each token in the text, left to right; None where a tokenizer rewrote it."""
+    """Locate each token in the text, left to right; None where a tokenizer rewrote it (or
+    for a SentencePiece byte piece). A subword piece is located without its word mark."""
     haystack = text.lower() if lowercase else text
     if len(haystack) != len(text):  # rare letters whose lowercase is longer: offsets would drift
         return [None] * len(tokens)
     spans: list[tuple[int, int] | None] = []
     position = 0
     for token in tokens:
+        token = token.lstrip(MARK)
+        if not token or BYTE_PIECE.fullmatch(token):
+            spans.append(None)
+            continue
         start = haystack.find(token, position)
         if start < 0:
             spans.append(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,27 @@ import numpy as np
 from rnnkit.files import atomic_write
 
 
+# Fonts tried in turn for each glyph, so that class names and titles in Chinese, Japanese or
+# Korean draw where such a font is installed (DejaVu Sans, matplotlib's own, has none).
+CJK_FONTS = ["WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC",
+             "Droid Sans Fallback", "AR PL UMing CN"]
+
+
 def _pyplot():
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    available = {f.name for f in font_manager.fontManager.ttflist}
+    plt.rcParams["font.family"] = ["DejaVu Sans", *[f for f in CJK_FONTS if f in available]]
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    # Without any such font the characters draw as boxes: a plot, not a reason to warn.
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font",
+                            category=UserWarning)
     return plt
 
 

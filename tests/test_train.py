@@ -178,6 +178,39 @@ def test_resume_after_kill_or_ctrl_c_is_exact(clf_files, lm_file, tmp_path, task
     assert not list(stopped.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_a_kill_inside_an_epoch_loses_only_the_steps_since_a_checkpoint(clf_files, lm_file,
+                                                                       tmp_path, task):
+    """--checkpoint-every 2: a kill -9 in epoch 2 resumes from the last checkpoint inside
+    that epoch, and the result equals an uninterrupted run's."""
+    if task == "classify":
+        cfg = classifier_cfg(clf_files, epochs=3)
+        data = ["--train", clf_files["train"], "--valid", clf_files["dev"], "--embedding-dim",
+                "8", "--hidden-size", "8", "--batch-size", "16", "--lr", "0.02", "--min-freq",
+                "1", "--epochs", "3", "--dropout", "0.3"]
+    else:
+        cfg = lm_cfg(lm_file, epochs=3)
+        data = ["--preset", "lm", "--train", lm_file, "--embedding-dim", "8", "--hidden-size",
+                "8", "--batch-size", "4", "--num-steps", "6", "--epochs", "3", "--dropout",
+                "0.3", "--lr", "5"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    api.train_run(cfg, straight, report=(), **QUIET)
+    per_epoch = RunDir(straight).load_trainer()["progress"]["step"] // 3
+    proc = _start(["train", "--out", killed, "--report", "none", "--log-every", "1",
+                   "--checkpoint-every", "2", *data])
+    for line in proc.stderr:
+        if line.startswith("epoch 2 6/"):  # batch 5 done and any checkpoint after it
+            proc.kill()
+            break
+    proc.communicate(timeout=120)
+    saved = RunDir(killed).load_trainer()["progress"]
+    assert saved["epoch"] == 1 and saved["batch"] >= 4 and saved["step"] % 2 == 0
+    assert saved["step"] >= per_epoch + 4
+    assert main(["train", "--resume", str(killed), "--report", "none"]) == 0
+    assert_same_weights(straight, killed)
+    assert history(straight) == history(killed)
+
+
 def test_killed_before_the_first_epoch_ends_is_resumable(clf_files, tmp_path):
     run = tmp_path / "early-kill"
     args = ["train", "--out", run, "--report", "none", "--train", clf_files["train"],

@@ -32,7 +32,7 @@ from rnnkit.vocab import PAD, UNK, Vocab
 # Settings a resumed run may change: none of them changes the finished steps, the batch plan
 # or the random streams (epochs, patience and max_minutes only say when to stop).
 RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device",
-                     "eval_batch_size", "tensorboard")
+                     "eval_batch_size", "tensorboard", "checkpoint_every")
 
 
 def build_task(cfg: RunConfig, want: tuple[str, ...], run: RunDir | None = None,

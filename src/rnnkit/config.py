@@ -155,6 +155,7 @@ class TrainConfig:
     num_steps: int = 35  # language models: BPTT window length
     epochs: int = 10
     max_minutes: float = 0.0  # stop training (and checkpoint) after this many minutes; 0 = none
+    checkpoint_every: int = 0  # write trainer.pt every N steps inside epochs; 0 = every 10 min
     clip: float = 0.0  # max global gradient norm; 0 = no clipping
     loss_scale: str = "mean"  # mean | sum_steps (Zaremba: sum over steps of the batch mean)
     schedule: str = "none"  # none | step | plateau | cosine | slanted
@@ -191,6 +192,7 @@ class TrainConfig:
         _check_range("num_steps", self.num_steps, 1, MAX_BATCH)
         _check_range("epochs", self.epochs, 1, 1_000_000)
         _check_range("patience", self.patience, 0)
+        _check_range("checkpoint_every", self.checkpoint_every, 0)
         _check_range("decay_start", self.decay_start, 0)
         _check_range("threads", self.threads, 0, 4096)
         _check_range("seed", self.seed, 0, MAX_SEED)
@@ -534,6 +536,8 @@ HELP: dict[str, str] = {
     "max_minutes": "stop training (resumably) after this many minutes (0 = no limit); cosine "
                    "and slanted schedules then anneal over the budget if it ends first",
     "clip": "clip the global gradient norm to this (0 = off)",
+    "checkpoint_every": "also checkpoint (trainer.pt, for an exact resume) every N optimizer "
+                        "steps inside an epoch (0 = every 10 minutes)",
     "loss_scale": "mean loss, or sum over steps of the batch mean (Zaremba et al.)",
     "schedule": "learning-rate schedule (slanted: ULMFiT's triangular)",
     "warmup_fraction": "slanted: share of the steps over which the rate rises",

@@ -378,6 +378,9 @@ def train(run: RunDir, cfg: RunConfig, task: Task, session: Session, max_steps: 
     return progress.__dict__
 
 
+CHECKPOINT_SECONDS = 600  # the default interval of checkpoints inside an epoch
+
+
 class _Loop:
     """One epoch of batches, and what happens at its end."""
 
@@ -391,6 +394,7 @@ class _Loop:
         self.stop_reason = ""
         self.interrupt: _Interrupt | None = None
         self.lr = session.progress.lr
+        self.last_checkpoint = time.monotonic()
 
     def rate_for_step(self) -> float:
         """The rate of the next step. Cosine and slanted schedules run over the planned
@@ -457,12 +461,28 @@ class _Loop:
                 self.log(f"epoch {epoch + 1} {index + 1}/{len(batches)} "
                          + " ".join(f"{k} {v}" for k, v in live.items()), flush=True)
             progress.elapsed = time.monotonic() - self.clock
+            if index + 1 < len(batches):
+                self._checkpoint_inside_epoch()
             self.stop_reason = self._stop_reason()
             if self.stop_reason and progress.batch < len(batches):
                 bar.close()
                 return False
         bar.close()
         return True
+
+    def _checkpoint_inside_epoch(self) -> None:
+        """trainer.pt every --checkpoint-every steps (else every CHECKPOINT_SECONDS), so that
+        a kill -9 or a lost machine loses minutes, not the epoch. Saving reads the state and
+        changes nothing in it: the run continues as if it had not been saved."""
+        every = self.cfg.train.checkpoint_every
+        now = time.monotonic()
+        if every:
+            due = self.session.progress.step % every == 0
+        else:
+            due = now - self.last_checkpoint >= CHECKPOINT_SECONDS
+        if due:
+            self.run.save_trainer(self.session.trainer_state())
+            self.last_checkpoint = now
 
     def _stop_reason(self) -> str:
         progress = self.session.progress

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rnnkit import datasets
+from rnnkit import datasets, distributed
 from rnnkit.config import RunConfig, flag
 from rnnkit.errors import UsageError
 from rnnkit.card import write_card
@@ -127,15 +127,23 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
         raise UsageError(f"--max-steps must be >= 0, got {max_steps}")
     if log_every < 0:
         raise UsageError(f"--log-every must be >= 0, got {log_every}")
-    run = RunDir(out)
+    run = RunDir(out, writes=distributed.is_main())
+    world = distributed.world_size()
+    if not run.writes:
+        log = _silent  # rank 0 speaks for a distributed run
     if resume:
-        check_resume(run.config(), cfg, out)
+        saved = run.config()
+        saved_world = int(run.meta().get("world_size", 1))
+        if saved_world != world:
+            cfg, saved = _rebatch(cfg, saved, saved_world, world, out, explicit)
+        check_resume(saved, cfg, out)
         if not run.trainer_path.is_file():
             raise UsageError(f"{out}: nothing to resume (no trainer.pt: the run was written by "
                              "an older rnnkit and stopped before its first checkpoint); "
                              "remove it and train again")
     else:
         run.check_new()
+    distributed.barrier()  # every process has checked --out before rank 0 writes it
     source = None
     if cfg.train.init_from and not resume:
         from rnnkit.transfer import inherit_settings, read_source
@@ -153,21 +161,29 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     check_memory(task, cfg)
     log(f"data: {', '.join(f'{k} {v:,}' for k, v in task.sizes().items())}; vocabulary "
         f"{len(task.data.vocab):,}")
+    if world > 1:
+        log(f"distributed: {world} processes ({distributed.backend()}), --batch-size "
+            f"{cfg.train.batch_size} each, global batch {cfg.train.batch_size * world}")
     if resume:
         run.remove_stale_temporaries()
         session = start_session(cfg, task, run.load_trainer(), log)
     else:
         session = start_session(cfg, task, None, log, init=source)
-        meta = {**task.meta(), **({"init_from": source.record()} if source else {})}
-        run.create(cfg, task.data.vocab, meta, task.labels(), session.trainer_state())
-        write_card(run)
+        meta = {**task.meta(), **({"init_from": source.record()} if source else {}),
+                "world_size": world, "global_batch_size": cfg.train.batch_size * world}
+        state = session.trainer_state()  # a collective in a distributed run: every process
+        run.create(cfg, task.data.vocab, meta, task.labels(), state)
+        if run.writes:
+            write_card(run)
+        distributed.barrier()
     try:
         progress = train(run, cfg, task, session, max_steps=max_steps, log=log,
                          log_every=log_every)
     except Exception as exc:
         if not resume and not run.weights_path.exists() and isinstance(exc, UsageError):
             # Nothing was learned: leave no run behind, so the same --out can be used again.
-            shutil.rmtree(run.path, ignore_errors=True)
+            if run.writes:
+                shutil.rmtree(run.path, ignore_errors=True)
             raise UsageError(f"{exc}; nothing was kept in {out}") from None
         if isinstance(exc, UsageError):
             raise UsageError(f"{exc}; the last good checkpoint is kept in {run.trainer_path}"
@@ -178,8 +194,30 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["finished"] = progress["finished"]
     run.write_results(results)
-    write_card(run, results)
+    if run.writes:
+        write_card(run, results)
+    distributed.barrier()
     return results
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
+def _rebatch(cfg: RunConfig, saved: RunConfig, saved_world: int, world: int, out: Path | str,
+             explicit: frozenset[str]) -> tuple[RunConfig, RunConfig]:
+    """Resuming with another number of processes: the same global batch, cut anew. The
+    result equals the uninterrupted run's up to dropout draws and float rounding."""
+    total = saved.train.batch_size * saved_world
+    if total % world:
+        raise UsageError(f"{out}: the run's global batch of {total} ({saved_world} processes x "
+                         f"{saved.train.batch_size}) cannot be split over {world} processes; "
+                         f"resume with a number of processes that divides {total}")
+    per = total // world
+    if "batch_size" in explicit and cfg.train.batch_size != per:
+        raise UsageError(f"{out}: with {world} processes the run's global batch of {total} "
+                         f"means --batch-size {per}; leave --batch-size out")
+    return cfg.override(batch_size=per), saved.override(batch_size=per)
 
 
 def final_report(run: RunDir, task: Any, log: Any = print,
@@ -193,7 +231,8 @@ def final_report(run: RunDir, task: Any, log: Any = print,
             metrics = task.evaluate(model, split)
             results[split] = metrics
             log(f"{split}: " + task.summary(metrics))
-            plot_confusion_of(run, split, metrics, log)
+            if run.writes:
+                plot_confusion_of(run, split, metrics, log)
     return results
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnnkit import distributed
 from rnnkit.config import RunConfig
 from rnnkit.data import ClassificationData, LabeledSplit, load_classification
 from rnnkit.embeddings import embedding_matrix
@@ -169,13 +170,20 @@ class ClassificationTask:
         return collate([source.ids[i] for i in index], self.pad_id, source.labels[index], ngrams)
 
     def train_batches(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's global batches (the same plan in every process of a distributed run)."""
         split = self.data.splits["train"]
         lengths = np.fromiter((len(a) for a in split.ids), dtype=np.int64)
         rng = np.random.default_rng([self.cfg.train.seed, epoch])
-        return batch_plan(lengths, self.cfg.train.batch_size, rng, self.cfg.train.bucket)
+        return batch_plan(lengths, self.cfg.train.batch_size * distributed.world_size(), rng,
+                          self.cfg.train.bucket)
 
     def train_step(self, model: Classifier, index: np.ndarray, state: None
                    ) -> tuple[torch.Tensor, int, None]:
+        if distributed.active():  # this process's part of the global batch
+            index = np.array_split(index, distributed.world_size())[distributed.rank()]
+            if not len(index):  # a last batch smaller than the world: nothing here
+                trainable = [p for p in model.parameters() if p.requires_grad]
+                return sum(p.sum() for p in trainable) * 0.0, 0, None
         device = _device(model)
         batch = self._batch("train", index).to(device)
         with autocast(self.cfg.train.precision, device):  # bf16 matmuls and RNN, if asked

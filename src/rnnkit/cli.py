@@ -100,7 +100,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit import api
     from rnnkit.rundir import RunDir
 
+    from rnnkit import distributed
+
     overrides = config_overrides(args)
+    if not args.resume and args.out and distributed.restarted() \
+            and (Path(args.out) / "trainer.pt").is_file():
+        # torchrun restarted the group after a failure (--max-restarts): continue the run
+        # this same command created, from its last checkpoint.
+        args.resume = args.out  # the same settings: check_resume finds nothing changed
     if args.resume:
         out = args.resume if isinstance(args.resume, str) else args.out
         if not out:
@@ -115,11 +122,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     report = () if args.report == "none" else tuple(args.report.split(","))
     if any(split not in ("valid", "test") for split in report):
         raise UsageError(f"--report takes valid, test, valid,test or none; got {args.report!r}")
+    distributed.init_from_environment(cfg.train.device)  # under torchrun: join the group
     # Progress and log lines go to standard error, so that standard output carries only the
     # result: the JSON object with --json, else the run's path.
-    results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps,
-                            log=_stderr, log_every=args.log_every, report=report,
-                            explicit=frozenset(overrides))
+    try:
+        results = api.train_run(cfg, out, resume=bool(args.resume), max_steps=args.max_steps,
+                                log=_stderr, log_every=args.log_every, report=report,
+                                explicit=frozenset(overrides))
+    finally:
+        main_process = distributed.is_main()
+        distributed.shutdown()
+    if not main_process:
+        return 0
     if args.json:
         print(json.dumps(results))
     else:
@@ -284,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=0, metavar="N",
                    help="print a progress line every N batches (default 0: about ten an "
                         "epoch)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train in N processes on this machine through torch's launcher "
+                        "(torch.distributed.run); --batch-size is per process (default 1)")
     p.add_argument("--report", default="valid,test", metavar="SPLITS",
                    help="splits evaluated with the best weights after training: valid,test "
                         "(default), valid, test or none (then `rnnkit evaluate` later)")
@@ -403,6 +420,50 @@ def _reexec_with_tcmalloc() -> None:
     os.execve(sys.executable, [sys.executable, "-m", "rnnkit", *sys.argv[1:]], env)
 
 
+def _launch(nproc: int, argv: list[str]) -> int:
+    """`rnnkit train --nproc N ...`: the same command in N processes on this machine,
+    started by torch's own launcher (what `torchrun --standalone --nproc-per-node N -m
+    rnnkit train ...` does), one torch thread each unless OMP_NUM_THREADS says otherwise."""
+    from rnnkit import distributed
+
+    if nproc < 1 or nproc > 1024:
+        raise SystemExit(f"rnnkit: error: --nproc must be in [1, 1024], got {nproc}")
+    if distributed.launched():
+        raise SystemExit("rnnkit: error: --nproc under torchrun: give the number of "
+                         "processes to torchrun only")
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "rnnkit", *rest]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    import subprocess
+
+    # The processes' log lines pass through. A user mistake stops every process with the same
+    # one-line error: it is said once, exit code 2, without the launcher's failure report.
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+    assert proc.stderr is not None
+    error = None
+    try:
+        for line in proc.stderr:
+            if line.startswith("rnnkit: error:"):
+                if error is None:
+                    sys.stderr.write(line)
+                error = error or line
+            elif error is None:
+                sys.stderr.write(line)
+        code = proc.wait()
+    except KeyboardInterrupt:  # the launcher stops the processes on the same Ctrl-C
+        code = proc.wait()
+    return 2 if error else code
+
+
 def _with_extra_train_args(argv: list[str]) -> list[str]:
     """RNNKIT_TRAIN_ARGS adds flags to every `rnnkit train` (smoke tests of scripts and docs:
     RNNKIT_TRAIN_ARGS="--epochs 1 --limit-train 1000")."""
@@ -423,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         args.texts = [*args.texts, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "train" and args.nproc != 1:
+        return _launch(args.nproc, sys.argv[1:] if argv is None else argv)
     if argv is None and args.command == "train":
         _reexec_with_tcmalloc()
     try:

@@ -41,6 +41,7 @@ from rnnkit.models.encoder import State
 from rnnkit.models.lm import LanguageModel
 from rnnkit.models.regularizers import (activation_regularization, lr_scale,
                                         temporal_activation_regularization, window_starts)
+from rnnkit import distributed
 from rnnkit.precision import autocast
 from rnnkit.runner import build_model
 from rnnkit.train import StepLoss
@@ -68,12 +69,17 @@ class LanguageModelTask:
         self.streams: torch.Tensor | None = None
         if "train" in data.splits:
             tokens = len(data.splits["train"])
-            if tokens // cfg.train.batch_size < 2:
+            world = distributed.world_size()
+            streams = cfg.train.batch_size * world  # the global batch
+            if tokens // streams < 2:
                 raise DataError(f"--batch-size {cfg.train.batch_size} is too large for a "
-                                f"training corpus of {tokens:,} tokens (each of the parallel "
-                                f"streams needs two tokens at least); use --batch-size "
-                                f"{max(1, tokens // 2)} or less")
-            self.streams = batchify(data.splits["train"], cfg.train.batch_size)
+                                f"training corpus of {tokens:,} tokens (each of the "
+                                f"{streams:,} parallel streams needs two tokens at least); use "
+                                f"--batch-size {max(1, tokens // 2 // world)} or less")
+            # Several processes: this process's contiguous block of the global streams.
+            first = distributed.rank() * cfg.train.batch_size
+            self.streams = batchify(data.splits["train"], streams)[
+                first: first + cfg.train.batch_size]
 
     @classmethod
     def load(cls, cfg: RunConfig, want: tuple[str, ...], vocab: Vocab | None = None,

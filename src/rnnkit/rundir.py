@@ -115,8 +115,11 @@ def _expand_state(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]]
 
 
 class RunDir:
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, writes: bool = True):
         self.path = Path(path)
+        # False in the processes of a distributed run other than rank 0: they read the run
+        # (resume) and compute as rank 0 does, but every write is rank 0's.
+        self.writes = writes
 
     config_path = property(lambda self: self.path / "config.json")
     vocab_path = property(lambda self: self.path / "vocab.json")
@@ -156,6 +159,8 @@ class RunDir:
         """Write a new run (config, vocabulary, labels, the step-0 trainer state) into a
         staging folder and rename it into place: the run directory appears whole or not at
         all, and can always be resumed."""
+        if not self.writes:
+            return
         self.check_new()
         for stale in self.path.parent.glob(f".{self.path.name}.rnnkit-staging-*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a killed process
@@ -182,6 +187,8 @@ class RunDir:
 
     def remove_stale_temporaries(self) -> None:
         """Temporary files of a writer that was killed mid-write (atomic_write's `.NAME.*.tmp`)."""
+        if not self.writes:
+            return
         for stale in self.path.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
 
@@ -232,6 +239,8 @@ class RunDir:
                              "it (damaged or edited); restore it or retrain")
 
     def save_weights(self, model: nn.Module) -> None:
+        if not self.writes:
+            return
         tensors, metadata = _compact_state(model)
         if tensors is None:
             self._checked_write(self.weights_path,
@@ -241,14 +250,20 @@ class RunDir:
                 tensors, str(tmp), metadata=metadata))
 
     def save_trainer(self, state: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         compact = _compact_tree(state)
         self._checked_write(self.trainer_path, lambda tmp: torch.save(compact, tmp))
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """metrics.jsonl from the epochs recorded in the trainer state, one line each."""
+        if not self.writes:
+            return
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in history))
 
     def write_results(self, results: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         atomic_write_text(self.results_path, json.dumps(results, indent=1))
 
     # --- reading ------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from rnnkit import distributed
 from rnnkit.config import RunConfig
 from rnnkit.errors import UsageError
 from rnnkit.models.regularizers import NTASGD
@@ -274,6 +275,11 @@ class Session:
                  "progress": self.progress.__dict__, "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                  "state": list(self.state) if self.state is not None else None}
+        if distributed.active():
+            # Each process's own random state and carried LM state, by rank (rank 0 writes).
+            states = [s.cpu() for s in self.state] if self.state is not None else None
+            saved["ranks"] = distributed.gather_objects(
+                {"rng": saved["rng"], "state": states})
         if self.ntasgd is not None:
             saved["ntasgd"] = self.ntasgd.state_dict()
         return saved
@@ -316,14 +322,33 @@ def start_session(cfg: RunConfig, task: Task, saved: dict[str, Any] | None, log:
         model.load_state_dict(saved["model"])
         session.optimizer.load_state_dict(saved["optimizer"])
         session.progress = Progress(**saved["progress"])
-        if saved.get("state"):
-            session.state = tuple(s.to(device) for s in saved["state"])
+        session.state = _carried_state(saved, cfg, device)
         if session.ntasgd is not None and saved.get("ntasgd") is not None:
             session.ntasgd.load_state_dict(saved["ntasgd"])  # older trainer.pt: none yet
         torch.set_rng_state(saved["rng"])
+        ranks = saved.get("ranks")
+        if distributed.active() and ranks and len(ranks) == distributed.world_size():
+            torch.set_rng_state(ranks[distributed.rank()]["rng"])  # the same world: exact
         if device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"], device)
     return session
+
+
+def _carried_state(saved: dict[str, Any], cfg: RunConfig, device: torch.device
+                   ) -> tuple[torch.Tensor, ...] | None:
+    """The language model's carried state for this process: the global batch's state (the
+    processes' blocks joined, or one process's whole state) cut to this process's block of
+    streams, whatever the number of processes that saved it."""
+    ranks = saved.get("ranks")
+    if ranks and all(r.get("state") for r in ranks):
+        whole = tuple(torch.cat(parts, dim=1) for parts in zip(*(r["state"] for r in ranks)))
+    elif saved.get("state"):
+        whole = tuple(saved["state"])
+    else:
+        return None
+    per = cfg.train.batch_size
+    first = distributed.rank() * per
+    return tuple(s[:, first: first + per].to(device) for s in whole)
 
 
 def _notes(cfg: RunConfig, device: torch.device, log: Any) -> None:
@@ -395,6 +420,7 @@ class _Loop:
         self.interrupt: _Interrupt | None = None
         self.lr = session.progress.lr
         self.last_checkpoint = time.monotonic()
+        self.agreed = {"checkpoint": False, "interrupted": False}
 
     def rate_for_step(self) -> float:
         """The rate of the next step. Cosine and slanted schedules run over the planned
@@ -417,7 +443,8 @@ class _Loop:
         epoch = progress.epoch
         batches = task.train_batches(epoch)
         if progress.batch == 0:
-            torch.manual_seed(cfg.train.seed * 1000 + epoch)
+            # Each process of a distributed run draws its own dropout (one process: rank 0).
+            torch.manual_seed(cfg.train.seed * 1000 + epoch + 7919 * distributed.rank())
             progress.lr = epoch_lr(cfg, epoch, progress.lr)
             progress.epoch_loss, progress.epoch_count = 0.0, 0
             session.state = None
@@ -435,11 +462,28 @@ class _Loop:
                 group["lr"] = rate * group.get("lr_scale", 1.0)
             loss, count, session.state = task.train_step(model, batches[index], session.state)
             objective = loss.objective if isinstance(loss, StepLoss) else loss
-            if not torch.isfinite(objective):
+            reported = (float(loss.token) if isinstance(loss, StepLoss)
+                        else task.token_loss(loss.detach())) if count else 0.0
+            finite = bool(torch.isfinite(objective))
+            total, loss_sum = count, reported * count
+            if distributed.active():
+                # One reduction a step: the global batch's size and loss, and everything a
+                # process would otherwise decide alone (see rnnkit.distributed).
+                local_elapsed = time.monotonic() - self.clock
+                stop = self.interrupt is not None and self.interrupt.stop
+                total, loss_sum, bad, elapsed, due, stop_votes = distributed.sum_floats(
+                    [count, loss_sum, not finite, local_elapsed, self._checkpoint_due(),
+                     stop])
+                finite = bad == 0
+                progress.elapsed = elapsed / distributed.world_size()
+                self.agreed = {"checkpoint": due > 0, "interrupted": stop_votes > 0}
+                objective = objective * (count / max(1.0, total))  # gradients are summed
+            if not finite:
                 raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1}, step "
                                     f"{progress.step + 1} (try a lower --lr or a --clip)")
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
+            distributed.sum_gradients(model)
             if cfg.train.clip:
                 clip_gradients(model, cfg.train.clip)
             optimizer.step()
@@ -447,11 +491,9 @@ class _Loop:
                 session.ntasgd.update(model)  # nothing before the trigger
             progress.step += 1
             progress.batch = index + 1
-            reported = (float(loss.token) if isinstance(loss, StepLoss)
-                        else task.token_loss(loss.detach()))
-            progress.epoch_loss += reported * count
-            progress.epoch_count += count
-            seen += count
+            progress.epoch_loss += loss_sum
+            progress.epoch_count += int(total)
+            seen += int(total)
             live = task.live(progress.epoch_loss / max(1, progress.epoch_count),
                              seen / max(1e-9, time.monotonic() - started))
             bar.update(1)
@@ -460,7 +502,8 @@ class _Loop:
             if (bar.disable or self.log_every) and (index + 1) % report_every == 0:
                 self.log(f"epoch {epoch + 1} {index + 1}/{len(batches)} "
                          + " ".join(f"{k} {v}" for k, v in live.items()), flush=True)
-            progress.elapsed = time.monotonic() - self.clock
+            if not distributed.active():
+                progress.elapsed = time.monotonic() - self.clock
             if index + 1 < len(batches):
                 self._checkpoint_inside_epoch()
             self.stop_reason = self._stop_reason()
@@ -475,18 +518,27 @@ class _Loop:
         a kill -9 or a lost machine loses minutes, not the epoch. Saving reads the state and
         changes nothing in it: the run continues as if it had not been saved."""
         every = self.cfg.train.checkpoint_every
-        now = time.monotonic()
         if every:
             due = self.session.progress.step % every == 0
+        elif distributed.active():
+            due = self.agreed["checkpoint"]  # the processes save together
         else:
-            due = now - self.last_checkpoint >= CHECKPOINT_SECONDS
+            due = self._checkpoint_due()
         if due:
             self.run.save_trainer(self.session.trainer_state())
-            self.last_checkpoint = now
+            self.last_checkpoint = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        """Whether a time-based checkpoint is due, on this process's clock."""
+        return (not self.cfg.train.checkpoint_every
+                and time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS)
 
     def _stop_reason(self) -> str:
         progress = self.session.progress
-        if self.interrupt is not None and self.interrupt.stop:
+        if distributed.active():
+            if self.agreed["interrupted"]:
+                return "interrupted"
+        elif self.interrupt is not None and self.interrupt.stop:
             return "interrupted"
         if self.budget and progress.elapsed >= self.budget:
             return f"time budget of {self.cfg.train.max_minutes:g} min reached"
@@ -540,6 +592,7 @@ class _Loop:
             progress.finished = True
         run.save_trainer(session.trainer_state())
         run.write_metrics(progress.history)
-        plot_curve(progress.history, task.metric, run.curve_path)
-        if cfg.train.tensorboard:
-            write_tensorboard(run.path / "tensorboard", progress.history)
+        if run.writes:
+            plot_curve(progress.history, task.metric, run.curve_path)
+            if cfg.train.tensorboard:
+                write_tensorboard(run.path / "tensorboard", progress.history)

@@ -1,0 +1,152 @@
+"""Training in several processes (torchrun, gloo on the CPU): the same results as one process
+with the same global batch, rank 0 alone writing, resume under torchrun, two "nodes" on
+loopback, and a killed worker recovered by torchrun's restart."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import write_review_tsvs
+from tiny_runs import SENTENCES
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "RNNKIT_NO_TCMALLOC": "1",
+       "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+
+
+def rnnkit(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rnnkit", *map(str, args)], env=env or ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def torchrun(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *map(str, args)],
+                            env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def close(a: float, b: float, rel: float = 1e-4) -> bool:
+    return abs(a - b) <= rel * abs(b)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(" ".join(rng.choice(SENTENCES)) for _ in range(600)) + "\n")
+    return path
+
+
+def lm_args(corpus, epochs=2):
+    return ["--preset", "lm", "--train", corpus, "--embedding-dim", "8", "--hidden-size", "8",
+            "--num-steps", "6", "--epochs", epochs, "--dropout", "0", "--lr", "5",
+            "--report", "valid", "--seed", "3"]
+
+
+def test_two_processes_train_the_language_model_one_process_trains(tmp_path, corpus):
+    one = rnnkit("train", *lm_args(corpus), "--batch-size", "8", "--out", tmp_path / "one")
+    two = rnnkit("train", *lm_args(corpus), "--batch-size", "4", "--nproc", "2", "--out",
+                 tmp_path / "two")
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    assert "distributed: 2 processes (gloo), --batch-size 4 each, global batch 8" in two.stderr
+    assert two.stderr.count("valid: perplexity") == 1  # rank 0 alone prints
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b):  # the same losses and validation figures, to float rounding
+        assert close(x["train_loss"], y["train_loss"], 1e-6)
+        assert close(x["valid_perplexity"], y["valid_perplexity"])
+    meta = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert meta["world_size"] == 2 and meta["global_batch_size"] == 8
+    assert not list(tmp_path.glob(".*rnnkit-staging*"))
+
+
+def test_two_processes_train_the_classifier_one_process_trains(tmp_path):
+    files = write_review_tsvs(tmp_path)
+    args = ["--train", files["train"], "--valid", files["dev"], "--embedding-dim", "8",
+            "--hidden-size", "8", "--lr", "0.02", "--min-freq", "1", "--epochs", "2",
+            "--dropout", "0", "--report", "valid", "--ngram-order", "0"]
+    # 45 examples a batch: the plan's batches split 23 + 22, and the last one is ragged.
+    one = rnnkit("train", *args, "--batch-size", "90", "--out", tmp_path / "one")
+    two = rnnkit("train", *args, "--batch-size", "45", "--nproc", "2", "--out", tmp_path / "two")
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    for x, y in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two")):
+        assert close(x["train_loss"], y["train_loss"]) and close(x["valid_loss"], y["valid_loss"])
+        assert x["valid_accuracy"] == y["valid_accuracy"]
+
+
+def test_resume_under_torchrun_is_exact(tmp_path, corpus):
+    straight = rnnkit("train", *lm_args(corpus, 3), "--batch-size", "4", "--nproc", "2",
+                      "--dropout", "0.3", "--out", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    part = rnnkit("train", *lm_args(corpus, 3), "--batch-size", "4", "--nproc", "2",
+                  "--dropout", "0.3", "--max-steps", "100", "--out", tmp_path / "split")
+    assert part.returncode == 0, part.stderr
+    rest = rnnkit("train", "--resume", tmp_path / "split", "--nproc", "2")
+    assert rest.returncode == 0, rest.stderr
+    # dropout 0.3 draws per process: exact only because each rank's random state was saved
+    assert metrics(tmp_path / "straight") == [
+        {**r, "seconds": s["seconds"]}
+        for r, s in zip(metrics(tmp_path / "split"), metrics(tmp_path / "straight"))]
+    # another number of processes that divides the global batch continues it too
+    again = rnnkit("train", "--resume", tmp_path / "split", "--epochs", "4")
+    assert again.returncode == 0, again.stderr
+    assert len(metrics(tmp_path / "split")) == 4
+    bad = rnnkit("train", "--resume", tmp_path / "split", "--nproc", "3", "--epochs", "5")
+    assert bad.returncode == 2 and "cannot be split over 3 processes" in bad.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_loopback_give_one_process_s_result(tmp_path, corpus):
+    one = rnnkit("train", *lm_args(corpus), "--batch-size", "8", "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    port = _free_port()
+    nodes = [torchrun("--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(k),
+                      "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                      "--rdzv-id", "rnnkit-test", "-m", "rnnkit", "train", *lm_args(corpus),
+                      "--batch-size", "4", "--out", tmp_path / "nodes")
+             for k in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err
+    for x, y in zip(metrics(tmp_path / "one"), metrics(tmp_path / "nodes")):
+        assert close(x["valid_perplexity"], y["valid_perplexity"])
+
+
+def test_a_killed_worker_is_recovered_by_a_restart(tmp_path, corpus):
+    one = rnnkit("train", *lm_args(corpus, 3), "--batch-size", "8", "--out", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    run = tmp_path / "restarted"
+    launcher = torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
+                        "-m", "rnnkit", "train", *lm_args(corpus, 3), "--batch-size", "4",
+                        "--checkpoint-every", "10", "--log-every", "1", "--out", run)
+    killed = False
+    for line in launcher.stderr:
+        if not killed and line.startswith("epoch 2 30/"):
+            workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
+                                     text=True).stdout.split()
+            os.kill(int(workers[-1]), signal.SIGKILL)
+            killed = True
+    launcher.wait(timeout=300)
+    assert killed and launcher.returncode == 0
+    saved = metrics(run)
+    assert [r["step"] for r in saved] == [r["step"] for r in metrics(tmp_path / "one")]
+    for x, y in zip(metrics(tmp_path / "one"), saved):
+        assert close(x["valid_perplexity"], y["valid_perplexity"])

@@ -71,15 +71,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common`, when impor
 from common import machine, write_json  # noqa: E402
 
 import rnnkit  # noqa: E402
-from rnnkit import datasets  # noqa: E402
 from rnnkit.config import DataConfig, RunConfig  # noqa: E402
-from rnnkit.data import (TokenizedTexts, _train_and_valid, sort_classes,  # noqa: E402
-                         split_source, tokenize_labeled)
+from rnnkit.data import sources  # noqa: E402
+from rnnkit.data.readers import read_labeled  # noqa: E402
+from rnnkit.data.sources import split_source  # noqa: E402
+from rnnkit.data.splits import (TokenizedTexts, _train_and_valid, sort_classes,  # noqa: E402
+                                tokenize_labeled)
 from rnnkit.errors import DataError, UsageError  # noqa: E402
 from rnnkit.metrics import classification_report  # noqa: E402
-from rnnkit.readers import read_labeled  # noqa: E402
 from rnnkit.rundir import RunDir  # noqa: E402
-from rnnkit.tokenize import get_tokenizer  # noqa: E402
+from rnnkit.data.tokenizers import get_tokenizer  # noqa: E402
 
 DEFAULT_GRID = (0.5, 1, 2, 4, 8, 16)
 FASTTEXT_LRS = (0.05, 0.1, 0.25, 0.5)
@@ -111,7 +112,7 @@ def kept_texts(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
     """The raw texts and labels of a file that rnnkit's `tokenize_labeled` keeps: those with at
     least one token under the configured tokenizer (rnnkit skips the others before anything
     else, the carve included). Checked against `tokenize_labeled`'s own labels."""
-    raw = read_labeled(path, cfg.text_field, cfg.label_field)
+    raw = read_labeled(path, cfg.text_field, cfg.label_field, cfg.encoding)
     tokenized = tokenize_labeled(path, cfg)  # rnnkit's answer (its token cache, where it has it)
     if len(tokenized.labels) == len(raw.texts):
         texts, labels = raw.texts, raw.labels
@@ -147,7 +148,7 @@ def load_split_texts(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("train
     if len(classes) < 2:
         raise DataError(f"{train_path}: found only one label ({classes[0]!r})")
     index = {c: i for i, c in enumerate(classes)}
-    names = cfg.dataset and datasets.get_dataset(cfg.dataset).label_names or {}
+    names = cfg.dataset and sources.get_dataset(cfg.dataset).label_names or {}
     out = SplitTexts(classes, [names.get(c, c) for c in classes])
     for split in want:
         if split not in raw:

@@ -27,7 +27,7 @@ from common import alternate, machine, matmul_peak, print_table, write_json
 from rnnkit import kernels
 from rnnkit.classification import ClassificationTask
 from rnnkit.config import preset
-from rnnkit.data import load_classification
+from rnnkit.data.splits import load_classification
 from rnnkit.train import clip_gradients, make_optimizer
 
 MAX_LEN = 250
@@ -163,9 +163,9 @@ def inference(run: str) -> dict:
     rnnkit's `Predictor.probabilities`, serial and pipelined; then single-review latency."""
     import re
 
-    from rnnkit.data import split_source
+    from rnnkit.data.sources import split_source
     from rnnkit.predict import Predictor
-    from rnnkit.readers import read_labeled
+    from rnnkit.data.readers import read_labeled
 
     predictor = Predictor.load(run)
     data = predictor.cfg.data

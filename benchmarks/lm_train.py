@@ -20,7 +20,7 @@ from torch import nn
 
 from common import alternate, machine, matmul_peak, print_table, synchronize, write_json
 from rnnkit.config import preset
-from rnnkit.data import load_corpus
+from rnnkit.data.splits import load_corpus
 from rnnkit.language_model import LanguageModelTask
 from rnnkit.errors import UsageError
 from rnnkit.precision import bf16_available, resolve_device

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from rnnkit import api, kernels
 from rnnkit.cli import _converter, main
 from rnnkit.config import ModelConfig, TrainConfig, preset
-from rnnkit.data import CorpusData
+from rnnkit.data.splits import CorpusData
 from rnnkit.errors import UsageError
 from rnnkit.language_model import LanguageModelTask
 from rnnkit.models import Classifier, LanguageModel
@@ -22,7 +22,7 @@ from rnnkit.models.regularizers import (LockedDropout, TiedDecoder, activation_r
                                         temporal_activation_regularization)
 from rnnkit.rundir import RunDir
 from rnnkit.train import StepLoss, start_session
-from rnnkit.vocab import Vocab
+from rnnkit.data.vocab import Vocab
 
 from conftest import lm_cfg, write_review_tsvs
 

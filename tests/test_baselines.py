@@ -13,8 +13,8 @@ from sklearn.feature_extraction.text import CountVectorizer
 from conftest import make_reviews
 from rnnkit import api
 from rnnkit.config import DataConfig, preset
-from rnnkit.data import load_classification
-from rnnkit.tokenize import get_tokenizer
+from rnnkit.data.splits import load_classification
+from rnnkit.data.tokenizers import get_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import baselines  # noqa: E402

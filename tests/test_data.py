@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnkit import datasets
-from rnnkit.embeddings import embedding_matrix, read_vectors
+from rnnkit.data import sources
+from rnnkit.data.embeddings import embedding_matrix, read_vectors
 from rnnkit.errors import DataError, UsageError
-from rnnkit.stats import length_stats
-from rnnkit.vocab import PAD, UNK, Vocab
+from rnnkit.data.stats import length_stats
+from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.config import DataConfig
 from conftest import write_jsonl
 
@@ -39,9 +39,9 @@ def server(tmp_path):
 
 
 def _register(monkeypatch, url, md5):
-    ds = datasets.Dataset("toy", "corpus", files={"train": "toy/train.txt"},
-                          sources={"train": datasets.Download(url, md5=md5)})
-    monkeypatch.setitem(datasets.DATASETS, "toy", ds)
+    ds = sources.Dataset("toy", "corpus", files={"train": "toy/train.txt"},
+                          sources={"train": sources.Download(url, md5=md5)})
+    monkeypatch.setitem(sources.DATASETS, "toy", ds)
 
 
 def test_resolution_order(tmp_path, monkeypatch):
@@ -50,10 +50,10 @@ def test_resolution_order(tmp_path, monkeypatch):
     _register(monkeypatch, "http://127.0.0.1:9/none", None)
     (tmp_path / "mirror" / "toy").mkdir(parents=True)
     (tmp_path / "mirror" / "toy" / "train.txt").write_text("mirror")
-    assert datasets.resolve("toy", "train").read_text() == "mirror"
+    assert sources.resolve("toy", "train").read_text() == "mirror"
     (tmp_path / "home" / "data" / "toy").mkdir(parents=True)
     (tmp_path / "home" / "data" / "toy" / "train.txt").write_text("cache")
-    assert datasets.resolve("toy", "train").read_text() == "cache"
+    assert sources.resolve("toy", "train").read_text() == "cache"
 
 
 def test_download_verifies_and_is_atomic(tmp_path, monkeypatch, server):
@@ -63,11 +63,11 @@ def test_download_verifies_and_is_atomic(tmp_path, monkeypatch, server):
     monkeypatch.delenv("RNNKIT_MIRROR", raising=False)
     _register(monkeypatch, f"{url}/train.txt", hashlib.md5(b"wrong").hexdigest())
     with pytest.raises(DataError, match="checksum mismatch"):
-        datasets.resolve("toy", "train")
+        sources.resolve("toy", "train")
     leftovers = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
     assert leftovers == []  # nothing half-written or unverified is kept
     _register(monkeypatch, f"{url}/train.txt", hashlib.md5(b"a b c\n").hexdigest())
-    assert datasets.resolve("toy", "train").read_text() == "a b c\n"
+    assert sources.resolve("toy", "train").read_text() == "a b c\n"
 
 
 def test_offline_message_says_what_to_do(tmp_path, monkeypatch):
@@ -75,13 +75,13 @@ def test_offline_message_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("RNNKIT_MIRROR", raising=False)
     _register(monkeypatch, "http://127.0.0.1:9/train.txt", None)  # port 9: nothing listens
     with pytest.raises(UsageError, match=r"could not download.*place it at .*toy/train.txt"):
-        datasets.resolve("toy", "train")
+        sources.resolve("toy", "train")
     with pytest.raises(UsageError, match="unknown dataset 'nope'"):
-        datasets.resolve("nope", "train")
+        sources.resolve("nope", "train")
 
 
 def test_mirror_layout_matches_registry(mirror):
-    for name, ds in datasets.DATASETS.items():
+    for name, ds in sources.DATASETS.items():
         for split, rel in ds.files.items():
             assert (mirror / rel).is_file(), f"{name} {split}: {rel}"
 
@@ -158,7 +158,7 @@ def test_stats_report_unknown_tokens_and_warn_when_the_tokenizer_does_not_fit(tm
 
 
 def test_training_warns_about_a_vocabulary_that_does_not_fit(tmp_path):
-    from rnnkit.data import load_classification
+    from rnnkit.data.splits import load_classification
 
     path = tmp_path / "zh.jsonl"
     write_jsonl(path, [{"text": t, "label": i % 2} for i, t in enumerate(_clauses(3000))])

@@ -10,7 +10,7 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.classification import collate
-from rnnkit.data import encode_texts
+from rnnkit.data.splits import encode_texts
 from rnnkit.export import exportable
 from rnnkit.predict import Predictor
 from tiny_runs import train_classifier, train_lm
@@ -178,9 +178,9 @@ def test_predictor_encodes_raw_text_as_training_did(tmp_path, how):
     """Prediction from raw text (cut while tokenizing, n-grams from the whole text) gives the
     probabilities of the evaluation path, which reads the training-time encoding."""
     from rnnkit.classification import ClassificationTask
-    from rnnkit.data import load_classification
+    from rnnkit.data.splits import load_classification
     from rnnkit.models.classifier import Classifier as Model
-    from rnnkit.readers import read_labeled
+    from rnnkit.data.readers import read_labeled
     from rnnkit.rundir import RunDir
 
     run = train_classifier(tmp_path, "cut", epochs=1, max_len=7, truncate=how, ngram_order=2,

@@ -4,13 +4,14 @@ message names, and an RNNKIT_HOME that cannot be written."""
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from rnnkit import datasets
 from rnnkit.config import DataConfig
-from rnnkit.data import load_classification, load_corpus
+from rnnkit.data import sources
+from rnnkit.data.splits import load_classification, load_corpus
 from rnnkit.errors import DataError, UsageError
-from conftest import NEG, POS, make_reviews
+from conftest import NEG, POS, make_reviews, write_jsonl
 
 
 def _tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -86,26 +87,27 @@ def test_an_unwritable_home_stops_a_download_with_one_line(tmp_path, monkeypatch
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("RNNKIT_HOME", str(tmp_path / "a-file" / "home"))
     monkeypatch.delenv("RNNKIT_MIRROR", raising=False)
-    ds = datasets.Dataset("toy", "corpus", files={"train": "toy/train.txt"},
-                          sources={"train": datasets.Download("http://127.0.0.1:9/train.txt")})
-    monkeypatch.setitem(datasets.DATASETS, "toy", ds)
+    ds = sources.Dataset("toy", "corpus", files={"train": "toy/train.txt"},
+                          sources={"train": sources.Download("http://127.0.0.1:9/train.txt")})
+    monkeypatch.setitem(sources.DATASETS, "toy", ds)
     with pytest.raises(UsageError, match=r"a-file/home/downloads: cannot write there \(.*\); "
                                          "set RNNKIT_HOME to a writable folder"):
-        datasets.resolve("toy", "train")
+        sources.resolve("toy", "train")
 
 
 def test_only_rnnkit_files_reads_rnnkit_home():
-    src = Path(datasets.__file__).parent
+    src = Path(sources.__file__).parent.parent  # the rnnkit package
     reading = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.py")
                      if re.search(r"(environ|getenv)\W[^\n]*RNNKIT_HOME", p.read_text()))
-    assert reading == ["files.py"]  # everyone else asks files.rnnkit_home() (datasets.home)
+    assert reading == ["files.py"]  # everyone else asks files.rnnkit_home() (sources.home)
 
 
 def test_language_model_corpus_from_table_files_and_extra_train(tmp_path, monkeypatch):
     """A corpus can be the text field of JSONL files (one text a line, inner line breaks as
     spaces), with more training text after it (`extra_train`, files or dataset:split)."""
     from rnnkit.config import DataConfig
-    from rnnkit.data import load_corpus, source_path
+    from rnnkit.data.splits import load_corpus
+    from rnnkit.data.sources import source_path
 
     first = tmp_path / "a.jsonl"
     first.write_text('{"text": "the cat sat", "label": 1}\n{"text": "a dog\\nran", "label": 0}\n')
@@ -122,3 +124,45 @@ def test_language_model_corpus_from_table_files_and_extra_train(tmp_path, monkey
     (tmp_path / "mirror" / "imdb" / "unsup.jsonl.gz").write_bytes(b"")
     assert source_path("imdb:unsup").name == "unsup.jsonl.gz"
     assert source_path("notes:2024.txt") == Path("notes:2024.txt")  # not a dataset name
+
+
+def _reference_corpus(cfg, lines_train, lines_valid):
+    """The splits as rnnkit 0.2.0 built them: token lists in memory, Vocab.build."""
+    from rnnkit.data.splits import LM_SPECIALS, corpus_tokens
+    from rnnkit.data.vocab import Vocab
+
+    train, valid = corpus_tokens(lines_train, cfg), corpus_tokens(lines_valid, cfg)
+    vocab = Vocab.build([train], LM_SPECIALS, cfg.min_freq, cfg.max_vocab)
+    return vocab, vocab.encode(train), vocab.encode(valid)
+
+
+@pytest.mark.parametrize("tokenizer", ["basic", "char", "whitespace"])
+def test_cached_corpus_ids_equal_the_in_memory_ones_and_are_reused(tmp_path, monkeypatch,
+                                                                   tokenizer):
+    from rnnkit.config import DataConfig
+    from rnnkit.data import corpus_cache
+    from rnnkit.data.splits import load_corpus
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)] + ["Don't", "stop", "好", "吃", "."]
+    lines = [" ".join(rng.choice(words, size=rng.integers(0, 12))) for _ in range(400)]
+    extra = [" ".join(rng.choice(words, size=rng.integers(1, 8))) for _ in range(50)]
+    (tmp_path / "a.txt").write_text("\n".join(lines) + "\n")
+    write_jsonl(tmp_path / "b.jsonl", [{"text": t} for t in extra])
+    cfg = DataConfig(train=str(tmp_path / "a.txt"), extra_train=str(tmp_path / "b.jsonl"),
+                     tokenizer=tokenizer, min_freq=2, max_vocab=200)
+    data = load_corpus(cfg, ("train", "valid"))
+    every = lines + extra
+    n_train = len(every) - max(1, int(len(every) * cfg.valid_fraction))
+    vocab, train, valid = _reference_corpus(cfg, every[:n_train], every[n_train:])
+    assert data.vocab.itos == vocab.itos
+    assert data.splits["train"].tolist() == train and data.splits["valid"].tolist() == valid
+    # A second run reads the memory-mapped cache: nothing is tokenized again.
+    monkeypatch.setattr(corpus_cache, "tokenize_lines", lambda *a: pytest.fail("tokenized"))
+    again = load_corpus(cfg, ("train", "valid"))
+    assert again.vocab.itos == vocab.itos and again.splits["train"].tolist() == train
+    assert isinstance(corpus_cache.load(tmp_path / "a.txt", cfg).ids, np.memmap)
+    # An edited file is tokenized again (the key is its content).
+    (tmp_path / "a.txt").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(pytest.fail.Exception):
+        load_corpus(cfg, ("train", "valid"))

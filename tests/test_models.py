@@ -143,10 +143,10 @@ def test_bf16_training_step_tracks_fp32():
     """On a CPU with native bf16 the autocast step tracks fp32; on one without (no AVX-512 BF16
     or AMX, where oneDNN has no bf16 LSTM kernel) bf16 falls back to exactly the fp32 step."""
     from rnnkit.config import preset
-    from rnnkit.data import CorpusData
+    from rnnkit.data.splits import CorpusData
     from rnnkit.language_model import LanguageModelTask
     from rnnkit.precision import bf16_supported
-    from rnnkit.vocab import Vocab
+    from rnnkit.data.vocab import Vocab
 
     vocab = Vocab([f"w{i}" for i in range(30)] + ["<unk>", "<eos>"], ["<unk>", "<eos>"])
     stream = torch.randint(0, 32, (2000,), generator=torch.Generator().manual_seed(0))

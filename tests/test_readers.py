@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from rnnkit import datasets
-from rnnkit.embeddings import read_vectors
+from rnnkit.data import sources
+from rnnkit.data.embeddings import read_vectors
 from rnnkit.errors import DataError
 from rnnkit.files import text_lines
-from rnnkit.readers import read_labeled, read_lines, read_texts
+from rnnkit.data.readers import read_labeled, read_lines, read_texts
 from conftest import make_reviews, write_jsonl
 
 
@@ -132,15 +132,15 @@ def test_damaged_gzip_is_one_error_naming_the_file(tmp_path, damage, match):
 def test_a_damaged_download_is_one_error(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RNNKIT_MIRROR", raising=False)
-    download = datasets.Download("http://127.0.0.1:9/a.tar.gz",
-                                 build=datasets._imdb_from_tar("train"))
-    ds = datasets.Dataset("toy", "classification", files={"train": "toy/train.jsonl.gz"},
+    download = sources.Download("http://127.0.0.1:9/a.tar.gz",
+                                 build=sources._imdb_from_tar("train"))
+    ds = sources.Dataset("toy", "classification", files={"train": "toy/train.jsonl.gz"},
                           sources={"train": download})
-    monkeypatch.setitem(datasets.DATASETS, "toy", ds)
+    monkeypatch.setitem(sources.DATASETS, "toy", ds)
     archive = _corrupt(tmp_path / "a.tar.gz")
-    monkeypatch.setattr(datasets, "_download", lambda source, target: archive)
+    monkeypatch.setattr(sources, "_download", lambda source, target: archive)
     with pytest.raises(DataError, match=r"a\.tar\.gz: cannot unpack it .*delete it"):
-        datasets.resolve("toy", "train")
+        sources.resolve("toy", "train")
 
 
 # --- label folders --------------------------------------------------------------------------
@@ -269,7 +269,7 @@ def test_a_file_in_another_encoding_names_the_byte_and_the_flag(tmp_path):
 
 def test_encoding_setting_is_checked_and_reaches_the_readers(tmp_path):
     from rnnkit.config import DataConfig
-    from rnnkit.data import load_classification
+    from rnnkit.data.splits import load_classification
     from rnnkit.errors import UsageError
 
     with pytest.raises(UsageError, match="'klingon' is not an encoding"):

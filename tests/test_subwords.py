@@ -8,7 +8,9 @@ import pytest
 
 pytest.importorskip("sentencepiece")  # a dev dependency: installed wherever tests run
 
-from rnnkit import api, data as data_module, subwords
+from rnnkit import api
+from rnnkit.data import splits as data_module
+from rnnkit.data.tokenizers import sentencepiece as subwords
 from rnnkit.config import preset
 from rnnkit.errors import UsageError
 from rnnkit.generate import LanguageModelRunner

@@ -5,13 +5,15 @@ import re
 import numpy as np
 import pytest
 
-from rnnkit import data, tokenize
+from rnnkit.data import splits as data
+from rnnkit.data import tokenizers as tokenize
+from rnnkit.data.tokenizers import basic as basic_tokenizer
 from rnnkit.config import DataConfig
-from rnnkit.data import encode_texts
+from rnnkit.data.splits import encode_texts
 from rnnkit.errors import DataError
-from rnnkit.readers import read_labeled, read_lines, read_texts
-from rnnkit.tokenize import cut, get_tokenizer
-from rnnkit.vocab import PAD, UNK, Vocab
+from rnnkit.data.readers import read_labeled, read_lines, read_texts
+from rnnkit.data.tokenizers import cut, get_tokenizer
+from rnnkit.data.vocab import PAD, UNK, Vocab
 from conftest import write_jsonl
 
 
@@ -25,7 +27,7 @@ def test_tokenizers():
 
 # The basic tokenizer as one regex over the whole text. The chunked tokenizer and its
 # early-stopping cut must give exactly its tokens.
-_REFERENCE_WORD = tokenize._WORD
+_REFERENCE_WORD = basic_tokenizer._WORD
 _REFERENCE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _ALPHABET = ["a", "B", "z", "7", "_", "'", "'", ".", ",", "!", "-", "(", "<br />", "<BR/>", " ",
              " ", "  ", "\t", "\n", "\xa0", "\u2003", "\u3000", "é", "İ", "ß", "²", "½",

@@ -10,7 +10,7 @@ from rnnkit.errors import UsageError
 from rnnkit.models.lm import LanguageModel
 from rnnkit.runner import build_model
 from rnnkit.transfer import inherit_settings, initialize, map_rows, read_source
-from rnnkit.vocab import EOS, PAD, UNK, Vocab
+from rnnkit.data.vocab import EOS, PAD, UNK, Vocab
 
 
 def test_rows_are_mapped_by_token():

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from rnnkit import datasets, distributed
+from rnnkit import distributed
+from rnnkit.data import sources
 from rnnkit.config import RunConfig, flag
 from rnnkit.errors import UsageError
 from rnnkit.card import write_card
@@ -27,7 +28,7 @@ from rnnkit.precision import evaluation_device, resolve_device
 from rnnkit.rundir import RunDir
 from rnnkit.runner import build_model, training_class
 from rnnkit.train import Task, start_session, train
-from rnnkit.vocab import PAD, UNK, Vocab
+from rnnkit.data.vocab import PAD, UNK, Vocab
 
 # Settings a resumed run may change: none of them changes the finished steps, the batch plan
 # or the random streams (epochs, patience and max_minutes only say when to stop).
@@ -62,7 +63,7 @@ def check_resume(saved: RunConfig, cfg: RunConfig, out: Path | str) -> None:
 
 def check_home() -> None:
     """The cache folder must be writable before any data is read."""
-    home = datasets.home()
+    home = sources.home()
     try:
         home.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=home).close()

@@ -17,14 +17,14 @@ import torch.nn.functional as F
 
 from rnnkit import distributed
 from rnnkit.config import RunConfig
-from rnnkit.data import ClassificationData, LabeledSplit, load_classification
-from rnnkit.embeddings import embedding_matrix
+from rnnkit.data.splits import ClassificationData, LabeledSplit, load_classification
+from rnnkit.data.embeddings import embedding_matrix
 from rnnkit.metrics import classification_report
 from rnnkit.models.classifier import Classifier
 from rnnkit.ngrams import NgramFeatures
 from rnnkit.precision import autocast
 from rnnkit.runner import build_model
-from rnnkit.vocab import Vocab
+from rnnkit.data.vocab import Vocab
 
 POOL_BATCHES = 50
 

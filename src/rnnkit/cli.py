@@ -166,7 +166,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from rnnkit.predict import Predictor
-    from rnnkit.readers import read_lines
+    from rnnkit.data.readers import read_lines
 
     predictor = Predictor.load(args.run)
     encoding = args.encoding or predictor.cfg.data.encoding
@@ -203,7 +203,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from rnnkit.generate import LanguageModelRunner
-    from rnnkit.readers import read_lines
+    from rnnkit.data.readers import read_lines
 
     lm = LanguageModelRunner.load(args.run)
     result = lm.score(read_lines(args.file, args.encoding or lm.cfg.data.encoding))
@@ -216,7 +216,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
-    from rnnkit.stats import length_stats
+    from rnnkit.data.stats import length_stats
 
     stats = length_stats(args.dataset, args.split, args.text_field, args.label_field,
                          args.tokenizer, args.out, args.coverage, args.valid, args.min_freq,
@@ -240,8 +240,8 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_embeddings_train(args: argparse.Namespace) -> int:
-    from rnnkit.stats import corpus_for_word2vec
-    from rnnkit.embeddings import train_word2vec
+    from rnnkit.data.stats import corpus_for_word2vec
+    from rnnkit.data.embeddings import train_word2vec
 
     corpus = corpus_for_word2vec(args.corpus, args.text_field, args.tokenizer)
     words = train_word2vec(corpus, Path(args.out), args.dim, args.window, args.min_count,

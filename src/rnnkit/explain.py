@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 
 from rnnkit.predict import Prediction, Predictor
-from rnnkit.subwords import MARK
-from rnnkit.tokenize import get_tokenizer, join_tokens
+from rnnkit.data.tokenizers.sentencepiece import MARK
+from rnnkit.data.tokenizers import get_tokenizer, join_tokens
 
 MAX_EXPLAIN_TOKENS = 400  # tokens past this get no contribution (cost grows as n squared)
 

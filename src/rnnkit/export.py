@@ -43,7 +43,7 @@ from rnnkit.models.classifier import Classifier
 from rnnkit.models.lm import LanguageModel
 from rnnkit.predict import Predictor
 from rnnkit.runner import load
-from rnnkit.tokenize import kept_ends
+from rnnkit.data.tokenizers import kept_ends
 
 FORMATS = ("onnx",)
 

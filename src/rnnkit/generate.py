@@ -15,15 +15,15 @@ from pathlib import Path
 import torch
 
 from rnnkit.config import RunConfig
-from rnnkit.data import corpus_tokens, count_words
+from rnnkit.data.splits import corpus_tokens, count_words
 from rnnkit.errors import UsageError
 from rnnkit.language_model import add_word_perplexity, evaluate_stream
 from rnnkit.models.lm import LanguageModel
 from rnnkit.rundir import RunDir
 from rnnkit.runner import build_model
 from rnnkit.service_cli import GenerationSettings, add_generation_flags
-from rnnkit.tokenize import get_tokenizer, join_tokens
-from rnnkit.vocab import EOS, Vocab
+from rnnkit.data.tokenizers import get_tokenizer, join_tokens
+from rnnkit.data.vocab import EOS, Vocab
 
 __all__ = ["GenerationSettings", "LanguageModelRunner", "add_generation_flags", "filter_logits"]
 DEFAULTS = GenerationSettings()

@@ -33,10 +33,10 @@ import math
 from typing import Any
 
 from rnnkit.config import RunConfig
-from rnnkit.data import CorpusData, load_corpus
+from rnnkit.data.splits import CorpusData, load_corpus
 from rnnkit.errors import DataError
 from rnnkit.metrics import perplexity
-from rnnkit.vocab import Vocab
+from rnnkit.data.vocab import Vocab
 from rnnkit.models.encoder import State
 from rnnkit.models.lm import LanguageModel
 from rnnkit.models.regularizers import (activation_regularization, lr_scale,
@@ -85,7 +85,7 @@ class LanguageModelTask:
     def load(cls, cfg: RunConfig, want: tuple[str, ...], vocab: Vocab | None = None,
              labels: dict | None = None, log: Any = print, subwords: bytes | None = None
              ) -> "LanguageModelTask":
-        data = load_corpus(cfg.data, want, vocab, subwords, cfg.train.seed)
+        data = load_corpus(cfg.data, want, vocab, subwords, cfg.train.seed, log=log)
         for note in data.notes:
             log(note)
         return cls(cfg, data)

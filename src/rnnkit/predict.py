@@ -13,14 +13,14 @@ import torch
 
 from rnnkit.classification import collate
 from rnnkit.config import RunConfig
-from rnnkit.data import encode_texts
+from rnnkit.data.splits import encode_texts
 from rnnkit.errors import UsageError
 from rnnkit.models.classifier import Classifier
 from rnnkit.ngrams import NgramFeatures
 from rnnkit.rundir import RunDir
 from rnnkit.runner import build_model
-from rnnkit.tokenize import cut
-from rnnkit.vocab import Vocab
+from rnnkit.data.tokenizers import cut
+from rnnkit.data.vocab import Vocab
 
 
 @dataclass

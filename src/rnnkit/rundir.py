@@ -33,7 +33,7 @@ from rnnkit import __version__
 from rnnkit.config import RunConfig
 from rnnkit.errors import UsageError
 from rnnkit.files import atomic_write, atomic_write_text
-from rnnkit.vocab import Vocab
+from rnnkit.data.vocab import Vocab
 
 
 # Large tables that are mostly zero rows (a hashed n-gram table: a 16M-row table of which

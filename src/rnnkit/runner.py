@@ -23,7 +23,7 @@ from rnnkit.errors import UsageError
 from rnnkit.models.classifier import Classifier
 from rnnkit.models.lm import LanguageModel
 from rnnkit.rundir import RunDir
-from rnnkit.vocab import Vocab
+from rnnkit.data.vocab import Vocab
 
 if TYPE_CHECKING:
     from rnnkit.generate import LanguageModelRunner

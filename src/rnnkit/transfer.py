@@ -27,7 +27,7 @@ from rnnkit.errors import UsageError
 from rnnkit.models.lm import LanguageModel
 from rnnkit.rundir import RunDir, sha256_file
 from rnnkit.runner import build_model
-from rnnkit.vocab import PAD, Vocab
+from rnnkit.data.vocab import PAD, Vocab
 
 # The settings that shape the encoder's weights: taken from the source run.
 ENCODER_SETTINGS = ("cell", "embedding_dim", "hidden_size", "num_layers", "bidirectional",

@@ -53,6 +53,13 @@ class Vocab:
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)
+        return cls.from_counts(counts, specials, min_freq, max_size)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, specials: Sequence[str], min_freq: int = 1,
+                    max_size: int = 0) -> "Vocab":
+        """As `build`, from token counts in order of first appearance."""
+        counts = Counter({w: c for w, c in counts.items() if c > 0})
         for special in specials:
             counts.pop(special, None)
         words = [w for w, c in counts.most_common() if c >= min_freq]
@@ -66,7 +73,7 @@ class Vocab:
     @classmethod
     def from_subwords(cls, model: bytes, specials: Sequence[str]) -> "Vocab":
         """Specials, then a SentencePiece model's pieces in its order (its <unk> is ours)."""
-        from rnnkit import subwords
+        from rnnkit.data.tokenizers import sentencepiece as subwords
 
         pieces = [p for p in subwords.pieces(model) if p != UNK and p not in specials]
         vocab = cls(list(specials) + pieces, specials)
@@ -109,3 +116,30 @@ class Vocab:
             return vocab
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path}: not a readable rnnkit vocabulary ({exc})") from None
+
+
+UNKNOWN_WARNING = 0.05  # share of validation tokens unknown to the vocabulary
+SINGLETON_WARNING = 0.7  # share of distinct training tokens seen once
+
+
+def vocabulary_warnings(vocab: Vocab, valid_ids: np.ndarray | None, tokenizer: str
+                        ) -> list[str]:
+    """Warnings about a freshly built vocabulary that does not fit the text: many unknown
+    tokens in validation, or a vocabulary of mostly one-off tokens (text the tokenizer does
+    not split into words), each with the flag that would help."""
+    out = []
+    subwords = ("--tokenizer sentencepiece (subwords: no unknown tokens)"
+                if tokenizer != "sentencepiece" else "a larger --vocab-size")
+    if valid_ids is not None and len(valid_ids):
+        share = float(np.count_nonzero(valid_ids == vocab.unk_id)) / len(valid_ids)
+        if share > UNKNOWN_WARNING:
+            out.append(f"warning: {share:.1%} of the validation tokens are unknown to the "
+                       f"vocabulary ({len(vocab):,} entries); {subwords}, or a lower "
+                       "--min-freq / larger --max-vocab, would help")
+    if vocab.types and vocab.singletons is not None:
+        share = vocab.singletons / vocab.types
+        if share > SINGLETON_WARNING and vocab.types >= 1000:
+            out.append(f"warning: {share:.0%} of the {vocab.types:,} distinct training tokens "
+                       "occur only once: the tokenizer may not split this text into words "
+                       f"(text without spaces?); try --tokenizer char or {subwords}")
+    return out

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnkit import datasets
+from rnnkit.data import sources
 from rnnkit.errors import DataError, UsageError
 from rnnkit.files import (READ_ERRORS, atomic_write, is_gzip, open_binary, read_error,
                           text_lines)
-from rnnkit.vocab import Vocab
+from rnnkit.data.vocab import Vocab
 
 
 @dataclass
@@ -37,8 +37,8 @@ class Coverage:
 
 
 def vectors_path(name_or_path: str) -> Path:
-    if name_or_path in datasets.DATASETS:
-        return datasets.resolve(name_or_path, "vectors")
+    if name_or_path in sources.DATASETS:
+        return sources.resolve(name_or_path, "vectors")
     path = Path(name_or_path)
     try:
         found = path.is_file()
@@ -46,7 +46,7 @@ def vectors_path(name_or_path: str) -> Path:
         raise read_error(path, exc) from None
     if not found:
         raise UsageError(f"{path}: embeddings file not found; give a vectors file or one of: "
-                         + ", ".join(n for n, d in datasets.DATASETS.items() if d.kind == "vectors"))
+                         + ", ".join(n for n, d in sources.DATASETS.items() if d.kind == "vectors"))
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -18,67 +19,20 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from rnnkit import datasets
+from rnnkit.data import corpus_cache
+from rnnkit.data import sources as registry
+from rnnkit.data.sources import Sources
 from rnnkit.config import DataConfig
 from rnnkit.errors import DataError, UsageError
 from rnnkit.files import atomic_write_text, rnnkit_home
-from rnnkit.readers import LabeledTexts, read_labeled, read_lines, read_texts
-from rnnkit.tokenize import cut, get_tokenizer
-from rnnkit.vocab import EOS, PAD, UNK, Vocab
+from rnnkit.data.readers import LabeledTexts, read_labeled, read_lines, read_texts
+from rnnkit.data.tokenizers import cut, get_tokenizer
+from rnnkit.data.vocab import EOS, PAD, UNK, Vocab, vocabulary_warnings
 
 CLASSIFY_SPECIALS = (PAD, UNK)
 LM_SPECIALS = (UNK, EOS)
 NOTHING_TO_CARVE = ("--valid-fraction 0 needs --valid FILE: without a validation file, the "
                     "validation split is carved from the training data")
-
-
-def source_path(spec: str) -> Path:
-    """A file path, or `dataset:split` (imdb:unsup) for a registered dataset's file."""
-    name, sep, split = spec.partition(":")
-    if sep and name in datasets.DATASETS:
-        return datasets.resolve(name, split)
-    return Path(spec)
-
-
-def split_source(cfg: DataConfig, split: str) -> Path | None:
-    """Where a split comes from: the user's file, else the registered dataset, else None."""
-    explicit = getattr(cfg, split, None)
-    if explicit:
-        return source_path(explicit)
-    if cfg.dataset:
-        dataset = datasets.get_dataset(cfg.dataset)
-        if split in dataset.files:
-            return datasets.resolve(cfg.dataset, split)
-    if split == "train":
-        raise UsageError("no training data: give --train FILE or --dataset NAME")
-    return None
-
-
-UNKNOWN_WARNING = 0.05  # share of validation tokens unknown to the vocabulary
-SINGLETON_WARNING = 0.7  # share of distinct training tokens seen once
-
-
-def vocabulary_warnings(vocab: Vocab, valid_ids: np.ndarray | None, tokenizer: str
-                        ) -> list[str]:
-    """Warnings about a freshly built vocabulary that does not fit the text: many unknown
-    tokens in validation, or a vocabulary of mostly one-off tokens (text the tokenizer does
-    not split into words), each with the flag that would help."""
-    out = []
-    subwords = ("--tokenizer sentencepiece (subwords: no unknown tokens)"
-                if tokenizer != "sentencepiece" else "a larger --vocab-size")
-    if valid_ids is not None and len(valid_ids):
-        share = float(np.count_nonzero(valid_ids == vocab.unk_id)) / len(valid_ids)
-        if share > UNKNOWN_WARNING:
-            out.append(f"warning: {share:.1%} of the validation tokens are unknown to the "
-                       f"vocabulary ({len(vocab):,} entries); {subwords}, or a lower "
-                       "--min-freq / larger --max-vocab, would help")
-    if vocab.types and vocab.singletons is not None:
-        share = vocab.singletons / vocab.types
-        if share > SINGLETON_WARNING and vocab.types >= 1000:
-            out.append(f"warning: {share:.0%} of the {vocab.types:,} distinct training tokens "
-                       "occur only once: the tokenizer may not split this text into words "
-                       f"(text without spaces?); try --tokenizer char or {subwords}")
-    return out
 
 
 # --- classification -------------------------------------------------------------------------
@@ -187,7 +141,8 @@ def sort_classes(values: set[str]) -> list[str]:
 
 def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("train", "valid",
                         "test"), vocab: Vocab | None = None, classes: list[str] | None = None,
-                        subwords: bytes | None = None) -> ClassificationData:
+                        subwords: bytes | None = None, sources: Sources | None = None
+                        ) -> ClassificationData:
     """Read and numericalize the splits in `want`. With `vocab`/`classes` given (a saved run),
     they are used as they are; otherwise both are built from the training split (with the
     sentencepiece tokenizer, from the `subwords` model given, else one trained on the
@@ -195,8 +150,9 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
     what was skipped."""
     notes: list[str] = []
     raw: dict[str, TokenizedTexts] = {}
-    train_path = split_source(cfg, "train")
-    carve = split_source(cfg, "valid") is None
+    sources = sources or Sources.of(cfg, want)  # resolved once
+    train_path = sources.train
+    carve = sources.valid is None
     if vocab is not None:
         subwords = vocab.subword_model
     if cfg.tokenizer == "sentencepiece" and subwords is None:
@@ -213,7 +169,7 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
         notes.append(f"train: {train.report}")
         raw.update(_train_and_valid(train, cfg, seed, carve))
     for split in want:
-        path = split_source(cfg, split) if split not in raw else None
+        path = sources.get(split) if split not in raw else None
         if path is not None:
             raw[split] = tokenize_labeled(path, cfg, subwords)
             notes.append(f"{split}: {raw[split].report}")
@@ -228,7 +184,7 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
         if len(classes) < 2:
             raise DataError(f"{train_path}: found only one label ({classes[0]!r}); a classifier "
                             "needs at least two")
-    names = cfg.dataset and datasets.get_dataset(cfg.dataset).label_names or {}
+    names = cfg.dataset and registry.get_dataset(cfg.dataset).label_names or {}
     out = ClassificationData(vocab, classes, [names.get(c, c) for c in classes], notes=notes)
     for split in want:
         if split in raw:
@@ -276,7 +232,7 @@ def _train_and_valid(train: TokenizedTexts, cfg: DataConfig, seed: int, carve: b
 def train_subwords(texts: Iterable[str], cfg: DataConfig, seed: int) -> bytes:
     """A SentencePiece model of the training texts (lowercased if the run lowercases); its
     size counts rnnkit's special tokens, so the vocabulary has `cfg.vocab_size` entries."""
-    from rnnkit import subwords
+    from rnnkit.data.tokenizers import sentencepiece as subwords
 
     extra = 1  # <pad> (classifiers) or <eos> (language models) besides the shared <unk>
     if cfg.vocab_size <= 256 + extra + 1:
@@ -358,73 +314,71 @@ def count_words(lines: list[str], cfg: DataConfig) -> int:
     return words
 
 
-def corpus_lines(path: Path, cfg: DataConfig) -> list[str]:
-    """A corpus's lines: a plain-text file line by line, or the text field of a CSV, TSV,
-    JSONL or Parquet file, one text per line (line breaks inside a text become spaces)."""
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith((".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".tab", ".parquet", ".pq")):
-        return [" ".join(text.splitlines())
-                for text in read_texts(path, cfg.text_field, cfg.encoding)]
-    return read_lines(path, cfg.encoding)
-
-
 def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "test"),
                 vocab: Vocab | None = None, subwords: bytes | None = None,
-                seed: int = 1) -> CorpusData:
+                seed: int = 1, sources: Sources | None = None, log=None) -> CorpusData:
     """The corpus splits in `want` as token ids. With `vocab` (a saved run) it is used as it
     is; otherwise it is built from the training split (with the sentencepiece tokenizer,
-    from the `subwords` model given, else one trained on the training lines)."""
-    tokens: dict[str, list[str]] = {}
+    from the `subwords` model given, else one trained on the training lines). Each file is
+    tokenized once into cached token ids (`corpus_cache`); the validation split, when none
+    is given, is the closing `valid_fraction` of the training lines."""
     words: dict[str, int] = {}
     notes: list[str] = []
-    train_path = split_source(cfg, "train")
-    assert train_path is not None
+    sources = sources or Sources.of(cfg, want)  # resolved once
+    train_path = sources.train
     if vocab is not None:
         subwords = vocab.subword_model
-    need_train = "train" in want or vocab is None or split_source(cfg, "valid") is None
+    # (split -> [(file, first token, end token)]): where each split's tokens are
+    segments: dict[str, list[tuple[corpus_cache.CachedCorpus, int, int]]] = {}
+    need_train = "train" in want or vocab is None or sources.valid is None
     if need_train:
-        lines = corpus_lines(train_path, cfg)
-        for spec in filter(None, (cfg.extra_train or "").split(",")):
-            lines += corpus_lines(source_path(spec.strip()), cfg)
-        if not any(line.strip() for line in lines):
-            raise DataError(f"{train_path}: the corpus is empty")
-        valid_lines = None
-        if split_source(cfg, "valid") is None:
-            # Carve the closing lines of train as validation: text keeps its order.
-            if cfg.valid_fraction == 0:
-                raise UsageError(NOTHING_TO_CARVE)
-            n_train = len(lines) - max(1, int(len(lines) * cfg.valid_fraction))
-            if n_train <= 0:
-                raise UsageError(f"{train_path}: too few lines to carve a validation split; "
-                                 "give --valid FILE")
-            valid_lines, lines = lines[n_train:], lines[:n_train]
+        paths = [train_path, *sources.extra_train]
+        n_train = None
+        if sources.valid is None and cfg.valid_fraction == 0:
+            raise UsageError(NOTHING_TO_CARVE)
         if cfg.tokenizer == "sentencepiece" and subwords is None:
-            subwords = train_subwords(lines, cfg, seed)
+            lines = [line for path in paths for line in corpus_cache.raw_lines(path, cfg)]
+            n_train = _carve(len(lines), cfg, train_path) if sources.valid is None else None
+            subwords = train_subwords(lines[:n_train], cfg, seed)
             notes.append(f"sentencepiece: a {cfg.subword_model} model of {cfg.vocab_size:,} "
-                         f"pieces learned from {len(lines):,} training lines")
-        if valid_lines is not None:
-            tokens["valid"] = corpus_tokens(valid_lines, cfg, subwords)
-            words["valid"] = count_words(valid_lines, cfg)
-        tokens["train"] = corpus_tokens(lines, cfg, subwords)
-        words["train"] = count_words(lines, cfg)
+                         f"pieces learned from {n_train or len(lines):,} training lines")
+            del lines
+        files = [corpus_cache.load(path, cfg, subwords, log) for path in paths]
+        total = sum(f.lines for f in files)
+        if not sum(int(f.words[-1]) if f.lines else 0 for f in files):
+            raise DataError(f"{train_path}: the corpus is empty")
+        cut = total if sources.valid is not None else _carve(total, cfg, train_path)
+        # Lines [0, cut) of the files joined are training text, the rest validation.
+        offset = 0
+        for f in files:
+            lo, hi = offset, offset + f.lines
+            for split, (a, b) in (("train", (lo, min(hi, cut))), ("valid", (max(lo, cut), hi))):
+                if a < b:
+                    start, end = f.token_range(a - lo, b - lo)
+                    segments.setdefault(split, []).append((f, start, end))
+                    words[split] = words.get(split, 0) + f.word_count(a - lo, b - lo)
+            offset = hi
+        segments.setdefault("train", [])
+        if sources.valid is None:
+            segments.setdefault("valid", [])
     for split in want:
-        if split in tokens:
+        if split in segments:
             continue
-        path = split_source(cfg, split)
+        path = sources.get(split)
         if path is None:
             continue
-        lines = corpus_lines(path, cfg)
-        tokens[split] = corpus_tokens(lines, cfg, subwords)
-        words[split] = count_words(lines, cfg)
-        if not tokens[split]:
+        f = corpus_cache.load(path, cfg, subwords, log)
+        if not len(f.ids):
             raise DataError(f"{path}: the corpus is empty")
+        segments[split] = [(f, 0, len(f.ids))]
+        words[split] = int(f.words[-1]) if f.lines else 0
     built = vocab is None
     if vocab is None and subwords is not None:
         vocab = Vocab.from_subwords(subwords, LM_SPECIALS)
     elif vocab is None:
-        vocab = Vocab.build([tokens["train"]], LM_SPECIALS, cfg.min_freq, cfg.max_vocab)
-    splits = {s: torch.tensor(vocab.encode(t), dtype=torch.long) for s, t in tokens.items()
-              if s in want}
+        vocab = Vocab.from_counts(_counts(segments["train"]), LM_SPECIALS, cfg.min_freq,
+                                  cfg.max_vocab)
+    splits = {s: _encode(parts, vocab) for s, parts in segments.items() if s in want}
     for split, ids in splits.items():
         if len(ids) < 2:
             raise DataError(f"{split} split: the corpus needs at least two tokens")
@@ -435,3 +389,43 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
     if subwords is None:
         words = {}  # per token is per word
     return CorpusData(vocab, splits, notes, {s: n for s, n in words.items() if s in splits})
+
+
+def _carve(lines: int, cfg: DataConfig, source: Path) -> int:
+    """How many of a training text's lines stay training text when the closing
+    `valid_fraction` of them (at least one) becomes the validation split."""
+    if cfg.valid_fraction == 0:
+        raise UsageError(NOTHING_TO_CARVE)
+    n_train = lines - max(1, int(lines * cfg.valid_fraction))
+    if n_train <= 0:
+        raise UsageError(f"{source}: too few lines to carve a validation split; "
+                         "give --valid FILE")
+    return n_train
+
+
+def _counts(parts: list[tuple[corpus_cache.CachedCorpus, int, int]]) -> Counter:
+    """Token counts of the segments, in order of first appearance (Vocab's tie order)."""
+    counts: Counter[str] = Counter()
+    for f, start, end in parts:
+        per = np.bincount(np.asarray(f.ids[start:end]), minlength=len(f.tokens))
+        if start:  # first appearance inside the segment, not earlier in the file
+            order = np.unique(np.asarray(f.ids[start:end]), return_index=True)
+            firsts = order[0][np.argsort(order[1])]
+        else:
+            firsts = np.flatnonzero(per)
+            firsts = firsts[np.argsort(firsts)]  # file order is first-appearance order
+        for i in firsts:
+            counts[f.tokens[i]] += int(per[i])
+    return counts
+
+
+def _encode(parts: list[tuple[corpus_cache.CachedCorpus, int, int]], vocab: Vocab
+            ) -> torch.Tensor:
+    """The segments' token ids in the run's vocabulary, one (N,) int64 tensor."""
+    chunks = []
+    for f, start, end in parts:
+        remap = np.fromiter((vocab.stoi.get(t, vocab.unk_id) for t in f.tokens),
+                            dtype=np.int64, count=len(f.tokens))
+        chunks.append(remap[np.asarray(f.ids[start:end])])
+    ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    return torch.from_numpy(ids)

@@ -21,7 +21,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -233,3 +233,53 @@ def _verify(source: Download, path: Path) -> bool:
             if digest.hexdigest() != expected:
                 return False
     return True
+
+
+# --- where each split of a run comes from ----------------------------------------------------
+
+
+def source_path(spec: str) -> Path:
+    """A file path, or `dataset:split` (imdb:unsup) for a registered dataset's file."""
+    name, sep, split = spec.partition(":")
+    if sep and name in DATASETS:
+        return resolve(name, split)
+    return Path(spec)
+
+
+def split_source(cfg: Any, split: str) -> Path | None:
+    """Where a split comes from: the user's file, else the registered dataset, else None."""
+    explicit = getattr(cfg, split, None)
+    if explicit:
+        return source_path(explicit)
+    if cfg.dataset:
+        dataset = get_dataset(cfg.dataset)
+        if split in dataset.files:
+            return resolve(cfg.dataset, split)
+    if split == "train":
+        raise UsageError("no training data: give --train FILE or --dataset NAME")
+    return None
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The files of a data config's splits, resolved once (a registered dataset's files are
+    found in the mirror or cache, or downloaded, here): what every later stage reads."""
+
+    train: Path
+    valid: Path | None
+    test: Path | None
+    extra_train: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, cfg: Any, want: tuple[str, ...] = ("train", "valid", "test")) -> "Sources":
+        """The training and validation files, and the test file if `want` has it (a test
+        split is looked for only when asked for)."""
+        train = split_source(cfg, "train")
+        assert train is not None
+        extra = tuple(source_path(spec.strip())
+                      for spec in (cfg.extra_train or "").split(",") if spec.strip())
+        test = split_source(cfg, "test") if "test" in want else None
+        return cls(train, split_source(cfg, "valid"), test, extra)
+
+    def get(self, split: str) -> Path | None:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[split]

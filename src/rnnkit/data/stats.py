@@ -7,23 +7,22 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit import datasets
+from rnnkit.data import sources
 from rnnkit.errors import UsageError
 from rnnkit.plots import plot_histogram
-from rnnkit.readers import read_labeled, read_texts
+from rnnkit.data.readers import read_labeled, read_texts
 from rnnkit.config import TOKENIZERS
-from rnnkit.data import vocabulary_warnings
 from rnnkit.files import check_encoding
-from rnnkit.tokenize import get_tokenizer
-from rnnkit.vocab import UNK, Vocab
+from rnnkit.data.tokenizers import get_tokenizer
+from rnnkit.data.vocab import UNK, Vocab, vocabulary_warnings
 
 
 def _source(name: str, split: str) -> Path:
-    if name in datasets.DATASETS:
-        return datasets.resolve(name, split)
+    if name in sources.DATASETS:
+        return sources.resolve(name, split)
     path = Path(name)
     if not path.exists():
-        raise UsageError(f"{name}: neither a registered dataset ({', '.join(datasets.DATASETS)})"
+        raise UsageError(f"{name}: neither a registered dataset ({', '.join(sources.DATASETS)})"
                          " nor an existing file")
     return path
 
@@ -56,9 +55,9 @@ def length_stats(name: str, split: str = "train", text_field: str = "text",
     if len(lengths) == 0:
         raise UsageError(f"{path}: no texts")
     valid_path = Path(valid) if valid else None
-    if valid_path is None and name in datasets.DATASETS and split != "valid":
-        if "valid" in datasets.get_dataset(name).files:
-            valid_path = datasets.resolve(name, "valid")
+    if valid_path is None and name in sources.DATASETS and split != "valid":
+        if "valid" in sources.get_dataset(name).files:
+            valid_path = sources.resolve(name, "valid")
     if valid_path is not None:
         held_out = [split_words(t) for t in _texts(valid_path, text_field, label_field,
                                                    encoding)]
@@ -89,14 +88,14 @@ def length_stats(name: str, split: str = "train", text_field: str = "text",
     }
 
 
-def corpus_for_word2vec(sources: list[str], text_field: str, tokenizer: str
+def corpus_for_word2vec(specs: list[str], text_field: str, tokenizer: str
                         ) -> list[list[str]]:
     """Token lists from files or `dataset:split` names (imdb:unsup)."""
     split_words = get_tokenizer(tokenizer)
     corpus: list[list[str]] = []
-    for source in sources:
+    for source in specs:
         name, _, split = source.partition(":")
-        path = _source(name, split or "train") if name in datasets.DATASETS else _source(source, "")
+        path = _source(name, split or "train") if name in sources.DATASETS else _source(source, "")
         for text in _texts(path, text_field, "label"):
             tokens = split_words(text)
             if tokens:

@@ -1,0 +1,19 @@
+"""The data layer: from a `DataConfig` to numericalized splits, in stages.
+
+    sources     where each split comes from: the user's files, `dataset:split` names, the
+                registered datasets (mirror, cache, download); resolved once, up front
+    readers     one reader per format (CSV, TSV, JSONL, Parquet, plain text, label folders),
+                all with the same field flags and bad-input rules
+    tokenizers  one registry (basic, tutorial, whitespace, char, sentencepiece)
+    vocab       tokens <-> ids (a SentencePiece model travels with its vocabulary)
+    splits      tokenized files (cached), the carved validation split, numericalized splits
+                for classifiers and language-model streams
+    stats       what `rnnkit data stats` reports; embeddings: pretrained vectors and word2vec
+"""
+
+from rnnkit.data.splits import (ClassificationData, CorpusData, LabeledSplit, encode_texts,
+                                load_classification, load_corpus)
+from rnnkit.data.sources import Sources
+
+__all__ = ["ClassificationData", "CorpusData", "LabeledSplit", "Sources", "encode_texts",
+           "load_classification", "load_corpus"]

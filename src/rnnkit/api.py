@@ -190,6 +190,7 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
             raise UsageError(f"{exc}; the last good checkpoint is kept in {run.trainer_path}"
                              ) from None
         raise
+    distributed.barrier()  # rank 0's last writes are done before anyone reads the weights
     results = final_report(run, task, log, report)
     results["train_seconds"] = round(progress["elapsed"], 1)
     results["wall_seconds"] = round(time.monotonic() - started, 1)

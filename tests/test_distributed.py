@@ -51,6 +51,7 @@ def corpus(tmp_path):
 def lm_args(corpus, epochs=2):
     return ["--preset", "lm", "--train", corpus, "--embedding-dim", "8", "--hidden-size", "8",
             "--num-steps", "6", "--epochs", epochs, "--dropout", "0", "--lr", "5",
+            "--weight-drop", "0", "--embedding-dropout", "0", "--precision", "fp32",
             "--report", "valid", "--seed", "3"]
 
 

@@ -59,7 +59,7 @@ def history(run: Path) -> list[dict]:
 def test_schedule_rates():
     cfg = preset("ptb-small")  # lr 1, full rate for 4 epochs, then halved each epoch
     assert [epoch_lr(cfg, e, 0.0) for e in range(6)] == [1, 1, 1, 1, 0.5, 0.25]
-    plateau = preset("lm")
+    plateau = preset("lm").override(schedule="plateau")
     assert epoch_lr(plateau, 3, 0.0) == plateau.train.lr and epoch_lr(plateau, 3, 1.25) == 1.25
     cos = preset("imdb-best")
     assert cosine_lr(cos, 0, 100) == cos.train.lr

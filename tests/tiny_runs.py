@@ -42,5 +42,6 @@ def train_lm(root: Path, name: str = "lm", **settings) -> Path:
     path.write_text("\n".join(" ".join(rng.choice(SENTENCES)) for _ in range(300)) + "\n")
     cfg = preset("lm").override(train=str(path), **{
         "epochs": 8, "num_steps": 10, "batch_size": 8, "embedding_dim": 16, "hidden_size": 16,
-        "dropout": 0.0, "lr": 5.0, **settings})
+        "dropout": 0.0, "lr": 5.0, "precision": "fp32", "weight_drop": 0.0,
+        "embedding_dropout": 0.0, "locked_dropout": False, **settings})
     return _train(cfg, root / name)

@@ -443,6 +443,7 @@ def _launch(nproc: int, argv: list[str]) -> int:
                f"--nproc-per-node={nproc}", "-m", "rnnkit", *rest]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: the processes talk on loopback
     import subprocess
 
     # The processes' log lines pass through. A user mistake stops every process with the same

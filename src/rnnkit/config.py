@@ -446,13 +446,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       layer_lr_decay=2.6, gradual_unfreeze=True, precision="bf16",
                       max_minutes=55),
     },
-    # A general word-level language model for the user's own plain-text corpus.
+    # A general word-level language model for the user's own plain-text corpus (tokens
+    # separated by spaces, as in WikiText or PTB; --tokenizer basic for raw text): imdb-lm's
+    # recipe, a 2x512 LSTM over 256-d embeddings with an adaptive softmax, bf16 matmuls,
+    # locked and weight dropout, SGD at rate 20 cosine-annealed over the epochs, or over
+    # --max-minutes when that ends first.
     "lm": {
         "data": dict(tokenizer="whitespace", lowercase=False, max_vocab=50000),
-        "model": dict(task="lm", embedding_dim=256, hidden_size=256, num_layers=2, dropout=0.3,
-                      tie_weights=True, init_range=0.1),
-        "train": dict(optimizer="sgd", lr=20.0, batch_size=20, num_steps=35, epochs=20,
-                      clip=0.25, schedule="plateau", lr_decay=0.25, patience=4),
+        "model": dict(task="lm", embedding_dim=256, hidden_size=512, num_layers=2, dropout=0.2,
+                      locked_dropout=True, weight_drop=0.2, embedding_dropout=0.05,
+                      softmax="adaptive", cutoffs="2000,10000", init_range=0.05),
+        "train": dict(optimizer="sgd", lr=20.0, batch_size=32, num_steps=50, epochs=20,
+                      clip=0.25, schedule="cosine", precision="bf16", patience=4),
     },
 }
 

@@ -148,7 +148,7 @@ def _language_model(run_dir: Path | str, runner: LanguageModelRunner) -> Exporta
                                        "logits": {0: "batch", 1: "time"}}
     for name in names:
         axes[name] = axes[name + "_out"] = {1: "batch"}
-    scores = "log_probs" if runner.cfg.model.softmax == "adaptive" else "logits"
+    scores = "log_probs" if runner.model.adaptive is not None else "logits"
     metadata = {"task": "lm", "min_length": "1", "state": ",".join(names), "scores": scores,
                 "unk_id": str(runner.vocab.unk_id), "eos_id": str(runner.vocab.eos_id)}
     summary = (f"rnnkit language model: ids int64 (B, T), T >= 1, and the state "

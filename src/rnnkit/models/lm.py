@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnkit.config import ModelConfig
-from rnnkit.errors import UsageError
 from rnnkit.models.encoder import Encoder, State, make_dropout
 from rnnkit.models.regularizers import TiedDecoder
 
@@ -44,11 +43,10 @@ class LanguageModel(nn.Module):
         self.dropout = make_dropout(cfg.rate("output"), cfg.locked_dropout)
         self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
         width = self.encoder.output_size  # the last layer's units
-        if cfg.softmax == "adaptive":
-            cutoffs = [int(c) for c in cfg.cutoffs.split(",") if 0 < int(c) < vocab_size - 1]
-            if not cutoffs:
-                raise UsageError(f"cutoffs {cfg.cutoffs} leave no cluster for a vocabulary of "
-                                 f"{vocab_size}; give smaller --cutoffs")
+        # Cutoffs at or past the vocabulary's end make no cluster; with none left the
+        # adaptive softmax is its head alone, the full softmax, built as such.
+        cutoffs = [int(c) for c in cfg.cutoffs.split(",") if 0 < int(c) < vocab_size - 1]
+        if cfg.softmax == "adaptive" and cutoffs:
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(width, vocab_size, cutoffs,
                                                           div_value=4.0)
         elif cfg.tie_weights and width != cfg.embedding_dim:

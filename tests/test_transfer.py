@@ -51,7 +51,12 @@ def test_settings_are_taken_over_and_conflicts_named(tiny_runs):
     taken = inherit_settings(cfg, source, explicit=set())
     assert taken.model.hidden_size == source.cfg.model.hidden_size
     assert not taken.model.bidirectional
-    assert taken.model.pooling == cfg.model.pooling  # the head's settings stay the target's
+    # Settings still at their preset's values fine-tune ULMFiT's way; chosen ones stay.
+    assert (taken.model.pooling, taken.train.schedule, taken.train.layer_lr_decay,
+            taken.train.gradual_unfreeze) == ("concat", "slanted", 2.6, True)
+    mine = inherit_settings(cfg.override(pooling="mean", schedule="cosine"), source, set())
+    assert (mine.model.pooling, mine.train.schedule) == ("mean", "cosine")
+    assert inherit_settings(cfg, source, {"gradual_unfreeze"}).train.gradual_unfreeze is False
     with pytest.raises(UsageError, match="--hidden-size 128 conflicts with --init-from"):
         inherit_settings(cfg, source, explicit={"hidden_size"})
 

@@ -43,5 +43,6 @@ def train_lm(root: Path, name: str = "lm", **settings) -> Path:
     cfg = preset("lm").override(train=str(path), **{
         "epochs": 8, "num_steps": 10, "batch_size": 8, "embedding_dim": 16, "hidden_size": 16,
         "dropout": 0.0, "lr": 5.0, "precision": "fp32", "weight_drop": 0.0,
-        "embedding_dropout": 0.0, "locked_dropout": False, **settings})
+        "embedding_dropout": 0.0, "locked_dropout": False, "softmax": "full",
+        "tie_weights": True, **settings})
     return _train(cfg, root / name)

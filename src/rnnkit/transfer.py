@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnkit.config import RunConfig, flag
+from rnnkit.config import FIELD_GROUP, PRESETS, RunConfig, flag, preset
 from rnnkit.errors import UsageError
 from rnnkit.models.lm import LanguageModel
 from rnnkit.rundir import RunDir, sha256_file
@@ -88,8 +88,30 @@ def inherit_settings(cfg: RunConfig, source: Source, explicit: set[str]) -> RunC
                                  f"{source.path}, whose {group} has {theirs!r}; leave "
                                  f"{flag(name)} out (it is taken from the source)")
             taken[group][name] = theirs
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **taken["model"]),
-                               data=dataclasses.replace(cfg.data, **taken["data"]))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **taken["model"]),
+                              data=dataclasses.replace(cfg.data, **taken["data"]))
+    if cfg.model.task == "classify":
+        cfg = _transfer_recipe(cfg, explicit)
+    return cfg
+
+
+# How a classifier started from a language model fine-tunes unless told otherwise (ULMFiT):
+# concat pooling, the slanted triangular rate, discriminative rates, gradual unfreezing.
+TRANSFER_RECIPE: dict[str, Any] = {"pooling": "concat", "schedule": "slanted",
+                                   "layer_lr_decay": 2.6, "gradual_unfreeze": True}
+
+
+def _transfer_recipe(cfg: RunConfig, explicit: set[str]) -> RunConfig:
+    """TRANSFER_RECIPE for each of its settings that is still its preset's own value (not
+    given on the command line, not changed from the preset in Python)."""
+    base = preset(cfg.preset) if cfg.preset in PRESETS else RunConfig()
+    changes = {}
+    for name, value in TRANSFER_RECIPE.items():
+        group = FIELD_GROUP[name]
+        ours = getattr(getattr(cfg, group), name)
+        if name not in explicit and ours == getattr(getattr(base, group), name):
+            changes[name] = value
+    return cfg.override(**changes) if changes else cfg
 
 
 def map_rows(table: torch.Tensor, source: Vocab, target: Vocab) -> torch.Tensor:

@@ -85,6 +85,17 @@ def lm_file(tmp_path) -> Path:
     return path
 
 
+# The `lm` preset as rnnkit 0.2.0 had it (tied full softmax, plain dropout, plateau decay,
+# fp32): what the tests of training mechanics were written against; the flags, for the CLI.
+LM_CLASSIC_SETTINGS = dict(precision="fp32", weight_drop=0.0, embedding_dropout=0.0,
+                           locked_dropout=False, softmax="full", tie_weights=True,
+                           init_range=0.1, schedule="plateau", lr_decay=0.25)
+LM_CLASSIC = [part for name, value in {**LM_CLASSIC_SETTINGS, "batch_size": 20,
+                                         "num_steps": 35}.items()
+              for part in ("--" + name.replace("_", "-"), str(value).lower()
+                           if isinstance(value, bool) else str(value))]
+
+
 def lm_cfg(path, **settings):
     """A tiny `lm`-preset language model on `path` (settings override), in fp32 with plain
     dropout (the mechanics under test do not need the preset's bf16 and AWD regularisers)."""
@@ -92,8 +103,7 @@ def lm_cfg(path, **settings):
 
     return preset("lm").override(**{**dict(
         train=str(path), embedding_dim=8, hidden_size=8, batch_size=4, num_steps=6, epochs=3,
-        dropout=0.3, lr=5.0, precision="fp32", weight_drop=0.0, embedding_dropout=0.0,
-        locked_dropout=False), **settings})
+        dropout=0.3, lr=5.0, **LM_CLASSIC_SETTINGS), **settings})
 
 
 def write_review_tsvs(root: Path) -> dict[str, Path]:

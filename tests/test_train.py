@@ -32,7 +32,7 @@ def clf_files(tmp_path) -> dict[str, Path]:
 def classifier_cfg(files, **settings):
     return preset("lstm-classifier").override(**{**dict(
         train=str(files["train"]), valid=str(files["dev"]), embedding_dim=8, hidden_size=8,
-        batch_size=16, lr=0.02, min_freq=1, epochs=3, dropout=0.3), **settings})
+        batch_size=16, lr=0.02, min_freq=1, epochs=3, dropout=0.3, ngram_order=0), **settings})
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:

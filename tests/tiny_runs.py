@@ -10,7 +10,7 @@ from conftest import make_reviews
 from rnnkit import api
 from rnnkit.config import preset
 
-TINY = dict(embedding_dim=16, hidden_size=16, batch_size=16, lr=0.01, min_freq=1)
+TINY = dict(embedding_dim=16, hidden_size=16, batch_size=16, lr=0.01, min_freq=1, ngram_order=0)
 SENTENCES = [["the", "cat", "sat", "on", "the", "mat"], ["a", "dog", "ran", "in", "the", "park"],
              ["the", "bird", "sang", "a", "song"]]
 

@@ -1,0 +1,80 @@
+"""Stand-ins for users' data, made from the IMDB files of the mirror, for tuning the presets
+meant for users' own files (`lm`, `lstm-classifier`) without touching their test data.
+
+    python benchmarks/proxies.py --out runs/proxies
+
+Writes
+- `OUT/wiki/{train,valid,test}.txt`: a WikiText-2-sized word-level corpus: the first ~2.5M
+  tokens of IMDB's unlabelled reviews, tokenized by rnnkit's `basic` tokenizer (case kept),
+  one review a line, the 33,000 most frequent training words kept and the rest `<unk>`
+  (WikiText-2: 2.09M training tokens, 33,278 words); 2.05M / 0.22M / 0.23M tokens;
+- `OUT/short/{train,dev,test}.tsv`: short-text sentiment: the last 30 words of 7,000 + 1,000
+  shuffled IMDB training reviews and of 2,000 test reviews (columns `sentence`, `label`;
+  double quotes written as two single quotes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+from rnnkit.data.sources import resolve
+from rnnkit.data.tokenizers import get_tokenizer
+
+
+def wiki(out: Path) -> None:
+    tokenize = get_tokenizer("basic", lowercase=False)
+    reviews, total = [], 0
+    with gzip.open(resolve("imdb", "unsup"), "rt", encoding="utf-8") as f:
+        for line in f:
+            tokens = tokenize(json.loads(line)["text"])
+            reviews.append(tokens)
+            total += len(tokens) + 1
+            if total > 2_500_000:
+                break
+    parts: dict[str, list[list[str]]] = {"train": [], "valid": [], "test": []}
+    seen = 0
+    for tokens in reviews:
+        split = "train" if seen < 2_050_000 else "valid" if seen < 2_270_000 else "test"
+        parts[split].append(tokens)
+        seen += len(tokens) + 1
+    counts = Counter(w for tokens in parts["train"] for w in tokens)
+    keep = {w for w, _ in counts.most_common(33000)}
+    out.mkdir(parents=True, exist_ok=True)
+    for split, rows in parts.items():
+        with open(out / f"{split}.txt", "w", encoding="utf-8") as f:
+            for tokens in rows:
+                f.write(" ".join(w if w in keep else "<unk>" for w in tokens) + "\n")
+
+
+def short(out: Path) -> None:
+    def last_words(split: str, n: int, seed: int) -> list[tuple[str, int]]:
+        with gzip.open(resolve("imdb", split), "rt", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        random.Random(seed).shuffle(rows)
+        return [(" ".join(r["text"].replace("<br />", " ").split()[-30:]).replace('"', "''"),
+                 r["label"]) for r in rows[:n]]
+
+    train = last_words("train", 8000, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train[:7000]), ("dev", train[7000:]),
+                       ("test", last_words("test", 2000, 2))):
+        with open(out / f"{name}.tsv", "w", encoding="utf-8") as f:
+            f.write("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder to write the proxies into")
+    args = parser.parse_args(argv)
+    wiki(Path(args.out) / "wiki")
+    short(Path(args.out) / "short")
+    print(f"proxies written to {args.out}/wiki and {args.out}/short")
+
+
+if __name__ == "__main__":
+    main()

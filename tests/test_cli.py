@@ -61,7 +61,8 @@ def test_predict_reads_stdin(tmp_path, tsv_data):
     assert len(proc.stdout.splitlines()) == 2
 
 
-@pytest.mark.parametrize("extra", [[], ["--ngram-order", "2", "--ngram-buckets", "4096"]])
+@pytest.mark.parametrize("extra", [["--ngram-order", "0"],
+                                   ["--ngram-order", "2", "--ngram-buckets", "4096"]])
 def test_resume_is_exact(tmp_path, tsv_data, capsys, extra):
     common = ["--train", tsv_data["train"], "--valid", tsv_data["dev"], "--text-field",
               "sentence", *TINY, "--epochs", "2", "--dropout", "0.3", *extra]

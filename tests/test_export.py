@@ -152,7 +152,7 @@ def test_classifier_onnx_matches_pytorch_on_real_reviews(mirror, root):
     from rnnkit.config import preset
 
     cfg = preset("lstm-classifier").override(dataset="imdb", limit_train=300, epochs=1,
-                                             embedding_dim=16, hidden_size=16)
+                                             embedding_dim=16, hidden_size=16, ngram_order=0)
     run = root / "imdb-tiny"
     api.train_run(cfg, run, log=lambda *a, **k: None, report=())
     out = root / "imdb-tiny.onnx"

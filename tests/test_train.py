@@ -155,7 +155,8 @@ def _stop_in_epoch(args: list[str], epoch: int, sig: int) -> str:
 def test_resume_after_kill_or_ctrl_c_is_exact(clf_files, lm_file, tmp_path, task, sig):
     if task == "classify":
         cfg = classifier_cfg(clf_files, schedule="cosine", epochs=4)
-        data = ["--train", clf_files["train"], "--valid", clf_files["dev"], "--embedding-dim",
+        data = ["--train", clf_files["train"], "--valid", clf_files["dev"], "--ngram-order", "0",
+                "--embedding-dim",
                 "8", "--hidden-size", "8", "--batch-size", "16", "--lr", "0.02", "--min-freq",
                 "1", "--epochs", "4", "--dropout", "0.3", "--schedule", "cosine"]
     else:
@@ -186,7 +187,8 @@ def test_a_kill_inside_an_epoch_loses_only_the_steps_since_a_checkpoint(clf_file
     that epoch, and the result equals an uninterrupted run's."""
     if task == "classify":
         cfg = classifier_cfg(clf_files, epochs=3)
-        data = ["--train", clf_files["train"], "--valid", clf_files["dev"], "--embedding-dim",
+        data = ["--train", clf_files["train"], "--valid", clf_files["dev"], "--ngram-order", "0",
+                "--embedding-dim",
                 "8", "--hidden-size", "8", "--batch-size", "16", "--lr", "0.02", "--min-freq",
                 "1", "--epochs", "3", "--dropout", "0.3"]
     else:

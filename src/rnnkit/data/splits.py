@@ -404,17 +404,14 @@ def _carve(lines: int, cfg: DataConfig, source: Path) -> int:
 
 
 def _counts(parts: list[tuple[corpus_cache.CachedCorpus, int, int]]) -> Counter:
-    """Token counts of the segments, in order of first appearance (Vocab's tie order)."""
+    """Token counts of training segments, in order of first appearance (Vocab's tie order):
+    a training segment starts at its file's first token, and a file numbers its tokens by
+    first appearance, so ascending ids are that order."""
     counts: Counter[str] = Counter()
     for f, start, end in parts:
-        per = np.bincount(np.asarray(f.ids[start:end]), minlength=len(f.tokens))
-        if start:  # first appearance inside the segment, not earlier in the file
-            order = np.unique(np.asarray(f.ids[start:end]), return_index=True)
-            firsts = order[0][np.argsort(order[1])]
-        else:
-            firsts = np.flatnonzero(per)
-            firsts = firsts[np.argsort(firsts)]  # file order is first-appearance order
-        for i in firsts:
+        assert start == 0
+        per = np.bincount(np.asarray(f.ids[:end]), minlength=len(f.tokens))
+        for i in np.flatnonzero(per):
             counts[f.tokens[i]] += int(per[i])
     return counts
 

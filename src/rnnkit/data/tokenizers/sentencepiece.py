@@ -91,8 +91,7 @@ def pieces(model: bytes) -> list[str]:
 
 def tokenizer(model: bytes):
     """text -> pieces."""
-    encode = processor(model).EncodeAsPieces
-    return lambda text: encode(text)
+    return processor(model).EncodeAsPieces
 
 
 def detokenize(tokens: list[str]) -> str:

@@ -32,7 +32,7 @@ a space written as "▁".
 
 The splits are rnnkit's by construction: the texts that `rnnkit.data.load_classification`
 keeps (read by rnnkit's readers, texts without a token under the run's tokenizer dropped),
-the validation split carved from train by rnnkit's own `_train_and_valid` (the seeded
+the validation split carved from train by rnnkit's own `_split_order` (the seeded
 permutation and `valid_fraction`) when no valid file is given, then `limit_train`. The
 baselines read the whole texts: rnnkit's `max_len` cut does not apply to them. With
 `--rnnkit-run`, the data settings and the seed come from the (first) run's config.json;
@@ -75,8 +75,7 @@ from rnnkit.config import DataConfig, RunConfig  # noqa: E402
 from rnnkit.data import sources  # noqa: E402
 from rnnkit.data.readers import read_labeled  # noqa: E402
 from rnnkit.data.sources import split_source  # noqa: E402
-from rnnkit.data.splits import (TokenizedTexts, _train_and_valid, sort_classes,  # noqa: E402
-                                tokenize_labeled)
+from rnnkit.data.splits import _split_order, sort_classes, tokenize_labeled  # noqa: E402
 from rnnkit.errors import DataError, UsageError  # noqa: E402
 from rnnkit.metrics import classification_report  # noqa: E402
 from rnnkit.rundir import RunDir  # noqa: E402
@@ -132,14 +131,16 @@ def load_split_texts(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("train
     in the same order, as `rnnkit.data.load_classification(cfg, seed)` numericalizes.
 
     rnnkit exposes no raw-text splits, so this calls its pieces: `kept_texts` for each file,
-    then `rnnkit.data._train_and_valid` (the seeded permutation, the first
+    then `rnnkit.data.splits._split_order` (the seeded permutation, the first
     round(n * valid_fraction) texts as valid when no valid file is given, then limit_train)
     on the raw texts in place of token lists."""
     train_path = split_source(cfg, "train")
     texts, labels = kept_texts(train_path, cfg)
     carve = split_source(cfg, "valid") is None
-    raw = {name: (part.tokens, part.labels) for name, part in _train_and_valid(
-        TokenizedTexts(texts, labels, source=str(train_path)), cfg, seed, carve).items()}
+    valid_idx, train_idx = _split_order(len(texts), cfg, seed, carve, train_path)
+    raw = {"train": ([texts[i] for i in train_idx], [labels[i] for i in train_idx])}
+    if valid_idx is not None:
+        raw["valid"] = ([texts[i] for i in valid_idx], [labels[i] for i in valid_idx])
     for split in ("valid", "test"):
         path = split_source(cfg, split)
         if split in want and split not in raw and path is not None:

@@ -79,7 +79,7 @@ def test_an_unwritable_home_skips_the_token_cache_with_a_note(tmp_path, monkeypa
     cfg = DataConfig(train=str(tsv_data["train"]), text_field="sentence")
     data = load_classification(cfg, 0, ("train", "valid"))
     assert len(data.splits["train"].ids) == 360
-    assert re.search(r"; tokens not cached: cannot write .*a-file/home/cache/tokens \(.*\); "
+    assert re.search(r"; tokens not cached: cannot write .*a-file/home/cache/labeled \(.*\); "
                      "set RNNKIT_HOME to a writable folder$", data.notes[0])
 
 
@@ -166,3 +166,91 @@ def test_cached_corpus_ids_equal_the_in_memory_ones_and_are_reused(tmp_path, mon
     (tmp_path / "a.txt").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(pytest.fail.Exception):
         load_corpus(cfg, ("train", "valid"))
+
+
+@pytest.mark.parametrize("tokenizer", ["basic", "char"])
+def test_tokenizing_in_several_processes_gives_what_one_process_gives(tmp_path, monkeypatch,
+                                                                     tokenizer):
+    from rnnkit.config import DataConfig
+    from rnnkit.data import corpus_cache
+    from rnnkit.files import rnnkit_home
+
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(500)] + ["Don't", "好", "吃", "é", "."]
+    lines = [" ".join(rng.choice(words, size=rng.integers(0, 15))) for _ in range(3000)]
+    # a byte-order mark, Windows line ends and no line break at the very end
+    body = "\ufeff" + "\r\n".join(lines[:1500]) + "\n" + "\n".join(lines[1500:])
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(body.encode("utf-8"))
+    cfg = DataConfig(train=str(path), tokenizer=tokenizer)
+    one = corpus_cache.tokenize_lines(corpus_cache.raw_lines(path, cfg), cfg, None)
+    ranges = corpus_cache.line_ranges(path, 3)
+    raw = path.read_bytes()
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(raw) and len(ranges) == 3
+    assert all(raw[a - 1:a] == b"\n" for a, _ in ranges[1:])
+    monkeypatch.setenv("RNNKIT_TOKENIZE_PROCESSES", "3")
+    assert corpus_cache.tokenize_processes(path, cfg) == 3
+    many = corpus_cache.load(path, cfg)
+    assert isinstance(many.ids, np.memmap)  # written by the processes, read from the cache
+    assert many.tokens == one.tokens
+    assert np.array_equal(many.ids, one.ids)
+    assert np.array_equal(many.line_ends, one.line_ends)
+    assert np.array_equal(many.words, one.words)
+    assert not list((rnnkit_home() / "cache" / "corpus").glob(".*"))  # no stage left
+
+
+def test_a_bad_byte_in_a_later_range_is_reported_at_its_line_of_the_file(tmp_path,
+                                                                          monkeypatch):
+    from rnnkit.config import DataConfig
+    from rnnkit.data import corpus_cache
+    from rnnkit.errors import DataError
+    from rnnkit.files import rnnkit_home
+
+    path = tmp_path / "corpus.txt"
+    lines = [f"line {i} of the corpus".encode() for i in range(4000)]
+    lines[3500] = b"caf\xe9 au lait"  # Latin-1, in the last range
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    monkeypatch.setenv("RNNKIT_TOKENIZE_PROCESSES", "2")
+    cfg = DataConfig(train=str(path))
+    with pytest.raises(DataError, match=r"corpus.txt:3501: not valid UTF-8 \(byte 0xe9"):
+        corpus_cache.load(path, cfg)
+    cache = rnnkit_home() / "cache" / "corpus"
+    assert not (cache / corpus_cache._key(path, cfg, None)).exists()
+    assert not list(cache.glob(".*"))
+    monkeypatch.setenv("RNNKIT_TOKENIZE_PROCESSES", "0")
+    with pytest.raises(DataError, match="RNNKIT_TOKENIZE_PROCESSES='0': give a whole number"):
+        corpus_cache.load(path, DataConfig(train=str(path)))
+
+
+@pytest.mark.parametrize("tokenizer", ["basic", "char"])
+def test_cached_classifier_ids_equal_those_of_token_lists(tmp_path, monkeypatch, tokenizer):
+    """The classifier's token cache (ids into the file's own tokens) gives the vocabulary and
+    ids that token lists give (rnnkit 0.2.0's way), fresh and from the cache."""
+    from rnnkit.data import splits
+    from rnnkit.data.tokenizers import cut, get_tokenizer
+    from rnnkit.data.vocab import Vocab
+
+    rng = np.random.default_rng(2)
+    words = [f"w{i}" for i in range(200)] + ["Don't", "好", "吃", "!", " "]
+    rows = [(" ".join(rng.choice(words, size=rng.integers(0, 30))), rng.choice(["a", "b", "c"]))
+            for _ in range(300)]
+    path = _tsv(tmp_path / "train.tsv", rows)
+    cfg = DataConfig(train=str(path), tokenizer=tokenizer, min_freq=2, max_vocab=150,
+                     max_len=12, truncate="head+tail")
+    tokenize = get_tokenizer(tokenizer, cfg.lowercase)
+    kept = [(tokenize(t), label) for t, label in rows if tokenize(t)]
+    order = np.random.default_rng(5).permutation(len(kept))
+    n_valid = int(round(len(kept) * cfg.valid_fraction))
+    train = [kept[i] for i in order[n_valid:]]
+    valid = [kept[i] for i in order[:n_valid]]
+    vocab = Vocab.build([t for t, _ in train], splits.CLASSIFY_SPECIALS, 2, 150)
+    for attempt in ("tokenized", "cached"):
+        data = load_classification(cfg, 5, ("train", "valid"))
+        assert data.vocab.itos == vocab.itos, attempt
+        for name, part in (("train", train), ("valid", valid)):
+            got = data.splits[name]
+            assert [a.tolist() for a in got.ids] == [
+                cut(vocab.encode_array(t), 12, "head+tail").tolist() for t, _ in part], attempt
+            assert [data.classes[i] for i in got.labels] == [label for _, label in part]
+        if attempt == "tokenized":
+            monkeypatch.setattr(splits, "read_labeled", lambda *a: pytest.fail("tokenized"))

@@ -9,12 +9,11 @@ train (seeded) when none is given; the test split is read only when asked for.
 
 from __future__ import annotations
 
-import hashlib
-import json
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ from rnnkit.data import sources as registry
 from rnnkit.data.sources import Sources
 from rnnkit.config import DataConfig
 from rnnkit.errors import DataError, UsageError
-from rnnkit.files import atomic_write_text, rnnkit_home
 from rnnkit.data.readers import LabeledTexts, read_labeled, read_lines, read_texts
 from rnnkit.data.tokenizers import cut, get_tokenizer
 from rnnkit.data.vocab import EOS, PAD, UNK, Vocab, vocabulary_warnings
@@ -40,80 +38,106 @@ NOTHING_TO_CARVE = ("--valid-fraction 0 needs --valid FILE: without a validation
 
 @dataclass
 class TokenizedTexts:
-    tokens: list[list[str]]
-    labels: list[str]
+    """A labelled file's texts that have tokens, as token ids into the file's own token list
+    (`corpus`, one "line" a text: `rnnkit.data.corpus_cache`), and their labels. `order`
+    picks and orders the file's texts (a split carved from it); None: all, in file order."""
+
+    corpus: corpus_cache.CachedCorpus
+    labels: list[str]  # of the texts, in order
     report: str = ""  # what reading the file met (LabeledTexts.report)
     source: str = ""  # the file, for messages
+    order: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def texts(self) -> Iterator[np.ndarray]:
+        """Each text's ids into `corpus.tokens`, in order."""
+        ends = self.corpus.line_ends
+        ids = self.corpus.ids
+        for i in (range(len(ends)) if self.order is None else self.order.tolist()):
+            yield ids[ends[i - 1] if i else 0:ends[i]]
+
+    @property
+    def tokens(self) -> list[list[str]]:
+        words = self.corpus.tokens
+        return [[words[t] for t in text.tolist()] for text in self.texts()]
+
+    def pick(self, idx: np.ndarray, source: str) -> "TokenizedTexts":
+        order = np.arange(len(self.labels)) if self.order is None else self.order
+        return TokenizedTexts(self.corpus, [self.labels[i] for i in idx], source=source,
+                              order=order[idx])
+
+    def counts(self) -> Counter:
+        """Token counts in order of first appearance (Vocab's tie order)."""
+        texts = list(self.texts())
+        counts: Counter[str] = Counter()
+        if not texts:
+            return counts
+        every = np.concatenate(texts)
+        seen, first = np.unique(every, return_index=True)
+        per = np.bincount(every, minlength=len(self.corpus.tokens))
+        words = self.corpus.tokens
+        for t in seen[np.argsort(first, kind="stable")].tolist():
+            counts[words[t]] = int(per[t])
+        return counts
+
+    def encode(self, vocab: Vocab) -> list[np.ndarray]:
+        """Each text's ids in the run's vocabulary (int64)."""
+        remap = vocab.encode_array(self.corpus.tokens)
+        return [remap[text] for text in self.texts()]
 
 
 def tokenize_labeled(path: Path, cfg: DataConfig, subwords: bytes | None = None
                      ) -> TokenizedTexts:
     """The texts of a labelled file, tokenized; texts without tokens are skipped and counted
-    in the report, with their labels. `subwords`: the sentencepiece tokenizer's model."""
-    cache = _cache_path(path, cfg, subwords) if cfg.tokenizer != "char" else None
-    cached = _read_cache(cache, path)
+    in the report, with their labels. `subwords`: the sentencepiece tokenizer's model. A file
+    is tokenized once: the result is cached (token ids, memory-mapped) under RNNKIT_HOME,
+    keyed by the file's content and the settings that change its tokens."""
+    folder = _cache_folder(path, cfg, subwords)
+    cached = corpus_cache.read_entry(folder) if folder is not None else None
     if cached is not None:
-        return cached
+        corpus, meta = cached
+        labels = meta.get("labels")
+        if isinstance(labels, list) and len(labels) == corpus.lines:
+            return TokenizedTexts(corpus, labels, str(meta.get("report", "")), str(path))
     raw: LabeledTexts = read_labeled(path, cfg.text_field, cfg.label_field, cfg.encoding)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, subwords=subwords)
-    tokens, labels, tokenless = [], [], []
+    index: dict[str, int] = {}
+    setdefault = index.setdefault
+    ids, ends, labels, tokenless = array("I"), array("q"), [], []
     for text, label, origin in zip(raw.texts, raw.labels, raw.origins):
         words = tokenizer(text)
         if words:
-            tokens.append(words)
+            ids.extend(setdefault(t, len(index)) for t in words)
+            ends.append(len(ids))
             labels.append(label)
         else:
             tokenless.append(origin)
     if tokenless:
         raw.skip(f"texts with no tokens after tokenization (the first: {tokenless[0]})",
                  len(tokenless))
-    if not tokens:
+    if not labels:
         raise DataError(f"{path}: no text has a token for the {cfg.tokenizer!r} tokenizer")
-    out = TokenizedTexts(tokens, labels, raw.report(), str(path))
-    if cache is not None:
-        out.report = _write_cache(cache, out)
+    corpus = corpus_cache.CachedCorpus(np.frombuffer(ids, dtype=np.uint32), list(index),
+                                       np.frombuffer(ends, dtype=np.int64), None)
+    out = TokenizedTexts(corpus, labels, raw.report(), str(path))
+    if folder is not None:
+        try:
+            corpus_cache.write_entry(folder, corpus, {"labels": labels, "report": out.report})
+        except OSError as exc:
+            out.report = (f"{out.report}; tokens not cached: cannot write {folder.parent} "
+                          f"({exc.strerror or exc}); set RNNKIT_HOME to a writable folder")
     return out
 
 
-def _read_cache(cache: Path | None, path: Path) -> TokenizedTexts | None:
-    """The cached tokens of `path`, or None when there are none (or they cannot be read)."""
-    try:
-        if cache is None or not cache.is_file():
-            return None
-        lines = cache.read_text(encoding="utf-8").split("\n")
-        header = json.loads(lines[0])
-        labels, report = header["labels"], header["report"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # an unreadable cache is only slower
-    if len(labels) != len(lines) - 1:
-        return None
-    tokens = [line.split(" ") if line else [] for line in lines[1:]]
-    return TokenizedTexts(tokens, labels, report, str(path))
-
-
-def _write_cache(cache: Path, texts: TokenizedTexts) -> str:
-    """Write the cache; the report, with a note when the cache could not be written."""
-    header = json.dumps({"labels": texts.labels, "report": texts.report})
-    try:
-        atomic_write_text(cache, "\n".join([header] + [" ".join(t) for t in texts.tokens]))
-    except OSError as exc:
-        return (f"{texts.report}; tokens not cached: cannot write {cache.parent} "
-                f"({exc.strerror or exc}); set RNNKIT_HOME to a writable folder")
-    return texts.report
-
-
-def _cache_path(path: Path, cfg: DataConfig, subwords: bytes | None = None) -> Path | None:
+def _cache_folder(path: Path, cfg: DataConfig, subwords: bytes | None) -> Path | None:
     try:
         if not path.is_file():
-            return None  # folders are not cached
-        stat = path.stat()
-    except OSError:
+            return None  # folders of texts are not cached
+        return corpus_cache.entry("labeled", path, cfg, subwords)
+    except DataError:
         return None  # the reader reports what is wrong with the file
-    model = hashlib.sha256(subwords).hexdigest() if subwords is not None else None
-    key = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns, cfg.tokenizer,
-                      cfg.lowercase, cfg.text_field, cfg.label_field, cfg.encoding, model, 3])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return rnnkit_home() / "cache" / "tokens" / f"{digest}.txt"
 
 
 @dataclass
@@ -178,7 +202,8 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
     if vocab is None and subwords is not None:
         vocab = Vocab.from_subwords(subwords, CLASSIFY_SPECIALS)
     elif vocab is None:
-        vocab = Vocab.build(raw["train"].tokens, CLASSIFY_SPECIALS, cfg.min_freq, cfg.max_vocab)
+        vocab = Vocab.from_counts(raw["train"].counts(), CLASSIFY_SPECIALS, cfg.min_freq,
+                                  cfg.max_vocab)
     if classes is None:
         classes = sort_classes(set(raw["train"].labels))
         if len(classes) < 2:
@@ -217,15 +242,11 @@ def _train_and_valid(train: TokenizedTexts, cfg: DataConfig, seed: int, carve: b
                      ) -> dict[str, TokenizedTexts]:
     """The training texts in a seeded order, and, with `carve`, the validation split taken
     from them (so the test split stays untouched until the final report)."""
-    def pick(idx: np.ndarray, source: str) -> TokenizedTexts:
-        return TokenizedTexts([train.tokens[i] for i in idx], [train.labels[i] for i in idx],
-                              source=source)
-
-    valid, order = _split_order(len(train.tokens), cfg, seed, carve, train.source)
+    valid, order = _split_order(len(train), cfg, seed, carve, train.source)
     out = {}
     if valid is not None:
-        out["valid"] = pick(valid, f"{train.source} (the part carved for validation)")
-    out["train"] = pick(order, train.source)
+        out["valid"] = train.pick(valid, f"{train.source} (the part carved for validation)")
+    out["train"] = train.pick(order, train.source)
     return out
 
 
@@ -255,7 +276,7 @@ def _numericalize(texts: TokenizedTexts, split: str, cfg: DataConfig, vocab: Voc
     if unknown:
         raise DataError(f"{texts.source}: label {unknown[0]!r} ({split} split) was not seen in "
                         f"training; known labels: {', '.join(classes)}")
-    full = [vocab.encode_array(t) for t in texts.tokens]
+    full = texts.encode(vocab)
     ids = [cut(a, cfg.max_len, cfg.truncate) for a in full]
     labels = np.asarray([index[label] for label in texts.labels], dtype=np.int64)
     return LabeledSplit(ids, labels, full if cfg.ngram_order else None)

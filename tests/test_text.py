@@ -77,6 +77,34 @@ def test_join_tokens_reads_back_as_the_same_tokens():
     assert tokenize.join_tokens(["a", "b"], "char") == "ab"
 
 
+def test_jieba_cuts_chinese_into_words_and_reads_the_rest_as_basic_does():
+    jieba = get_tokenizer("jieba")
+    assert jieba("很快，好吃，味道足") == ["很快", "，", "好吃", "，", "味道", "足"]
+    assert jieba("买了iPhone手机 Don't<br />stop ですね") == [
+        "买", "了", "iphone", "手机", "don't", "stop", "で", "す", "ね"]
+    text = "整体感觉经济实惠不错，下次还会再来"
+    tokens = jieba(text)
+    assert "".join(tokens) == text and len(tokens) < len(text)  # words, nothing lost
+    assert jieba(tokenize.join_tokens(tokens, "jieba")) == tokens
+    assert get_tokenizer("jieba", True, 3, "tail")(text) == tokens[-3:]
+
+
+def test_jieba_without_the_package_says_what_to_install(monkeypatch):
+    import sys
+
+    from rnnkit.data.tokenizers import chinese
+    from rnnkit.errors import UsageError
+
+    chinese._segmenter.cache_clear()
+    monkeypatch.setitem(sys.modules, "jieba", None)
+    try:
+        with pytest.raises(UsageError, match=r"--tokenizer jieba needs the jieba package: "
+                                             r"pip install 'rnnkit\[zh\]'"):
+            get_tokenizer("jieba")
+    finally:
+        chinese._segmenter.cache_clear()
+
+
 def test_cut_keeps_the_named_ends():
     tokens = list("abcdefghij")
     assert cut(tokens, 4, "head") == list("abcd")

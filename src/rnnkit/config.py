@@ -20,7 +20,7 @@ from rnnkit.files import check_encoding
 TASKS = ("classify", "lm")
 CELLS = ("lstm", "gru", "rnn", "jordan")
 POOLINGS = ("last", "mean", "max", "meanmax", "concat", "attention")
-TOKENIZERS = ("basic", "tutorial", "whitespace", "char", "sentencepiece")
+TOKENIZERS = ("basic", "tutorial", "whitespace", "char", "jieba", "sentencepiece")
 
 
 @dataclass(frozen=True)
@@ -499,7 +499,8 @@ HELP: dict[str, str] = {
     "encoding": "encoding of the text files (gbk, big5, shift_jis, latin-1, ...)",
     "tokenizer": "how text becomes tokens: basic (words and punctuation; one token per "
                  "character for Chinese, Japanese, Thai), tutorial, whitespace, char, "
-                 "sentencepiece (subwords learned from the training split)",
+                 "jieba (Chinese words; rnnkit[zh]), sentencepiece (subwords learned from "
+                 "the training split)",
     "vocab_size": "sentencepiece: the subword vocabulary's size",
     "subword_model": "sentencepiece: the segmentation model",
     "lowercase": "lowercase text before tokenizing",

@@ -4,6 +4,8 @@
   scripts written without spaces (Chinese, Japanese, Thai, ...), words beside them whole.
 - `tutorial`, `whitespace`, `char` (`simple.py`): the IMDB tutorial's cleaner, whitespace
   splitting (pre-tokenized corpora such as PTB), one token per character.
+- `jieba` (`chinese.py`, `pip install 'rnnkit[zh]'`): Chinese words by jieba's segmenter,
+  other text as `basic` reads it.
 - `sentencepiece` (`sentencepiece.py`): subword pieces of a SentencePiece model learned from
   the training split; the model lives in the run's vocabulary.
 
@@ -47,6 +49,10 @@ def get_tokenizer(name: str, lowercase: bool = True, max_len: int = 0,
         from rnnkit.data.tokenizers import sentencepiece
 
         split = sentencepiece.tokenizer(subwords)
+    elif name == "jieba":
+        from rnnkit.data.tokenizers import chinese
+
+        split = chinese.tokenizer()
     else:
         split = _SPLITTERS[name]
     full = (lambda text: split(text.lower())) if lower else split

@@ -36,6 +36,8 @@ _MARKS = ("\u0300-\u036f\u0e31\u0e34-\u0e3a\u0e47-\u0e4e\u0eb1\u0eb4-\u0ebc\u0ec
 _WORD = re.compile(f"[{NO_SPACE}][{_MARKS}]*|[^\\W{NO_SPACE}]+(?:'[^\\W{NO_SPACE}]+)*"
                    f"|[^\\w\\s][{_MARKS}]*")
 _HAS_NO_SPACE = re.compile(f"[{NO_SPACE}]")
+# _WORD on ASCII text, where none of those scripts or marks can occur (the same tokens).
+_ASCII_WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 # Joined without spaces: those scripts and CJK punctuation and fullwidth forms.
 _TIGHT = re.compile(f"[{NO_SPACE}\u3000-\u303f\uff00-\uffef]")
 
@@ -49,34 +51,42 @@ def _basic_front(chunks: list[str], n: int) -> list[str]:
 
     Chunk by chunk: str.split and the regex's \\s agree on whitespace, and str.isalnum is
     exactly \\w without "_", so an alphanumeric ASCII chunk (most of them in English) is one
-    token, no regex."""
+    token, no regex; other ASCII chunks take the plain word regex."""
     tokens: list[str] = []
-    append, extend, findall = tokens.append, tokens.extend, _WORD.findall
+    append, extend = tokens.append, tokens.extend
+    findall, ascii_findall, no_space = _WORD.findall, _ASCII_WORD.findall, _HAS_NO_SPACE.search
     for chunk in chunks:
-        if chunk.isalnum() and (chunk.isascii() or not _HAS_NO_SPACE.search(chunk)):
+        if chunk.isascii():
+            if chunk.isalnum():
+                append(chunk)
+            else:
+                extend(ascii_findall(chunk))
+        elif chunk.isalnum() and not no_space(chunk):
             append(chunk)
-            if len(tokens) >= n:
-                break
         else:
             extend(findall(chunk))
-            if len(tokens) >= n:
-                break
+        if len(tokens) >= n:
+            break
     return tokens if len(tokens) <= n else tokens[:n]
 
 
 def _basic_back(chunks: list[str], n: int) -> list[str]:
     """The last n tokens of the chunks (all of them if there are fewer), in reading order."""
     backwards: list[str] = []
-    append, extend, findall = backwards.append, backwards.extend, _WORD.findall
+    append, extend = backwards.append, backwards.extend
+    findall, ascii_findall, no_space = _WORD.findall, _ASCII_WORD.findall, _HAS_NO_SPACE.search
     for chunk in reversed(chunks):
-        if chunk.isalnum() and (chunk.isascii() or not _HAS_NO_SPACE.search(chunk)):
+        if chunk.isascii():
+            if chunk.isalnum():
+                append(chunk)
+            else:
+                extend(ascii_findall(chunk)[::-1])
+        elif chunk.isalnum() and not no_space(chunk):
             append(chunk)
-            if len(backwards) >= n:
-                break
         else:
             extend(findall(chunk)[::-1])
-            if len(backwards) >= n:
-                break
+        if len(backwards) >= n:
+            break
     del backwards[n:]
     backwards.reverse()
     return backwards

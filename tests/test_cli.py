@@ -80,6 +80,13 @@ def test_resume_is_exact(tmp_path, tsv_data, capsys, extra):
         split / "model.safetensors").keys()
     metrics = json.loads(cli(capsys, "evaluate", split, "--split", "valid", "--json")[1])
     assert metrics["accuracy"] >= 0.7  # two short epochs: this test is about exactness
+    history = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
+    if "2" in extra:  # each branch's own accuracy is reported beside the combined one
+        assert set(metrics["branch_accuracy"]) == {"encoder", "ngrams"}
+        assert {"valid_encoder_accuracy", "valid_ngrams_accuracy"} <= set(history[-1])
+        assert "encoder alone" in err
+    else:
+        assert "branch_accuracy" not in metrics and "valid_ngrams_accuracy" not in history[-1]
     out = cli(capsys, "predict", split, "superb brilliant film", "dull waste")[1]
     assert [line.split("\t")[0] for line in out.splitlines()] == ["pos", "neg"]
 

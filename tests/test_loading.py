@@ -1,6 +1,7 @@
 """From files to splits (rnnkit.data): what the notes say, what is skipped, which file a
 message names, and an RNNKIT_HOME that cannot be written."""
 
+import json
 import re
 from pathlib import Path
 
@@ -215,7 +216,7 @@ def test_a_bad_byte_in_a_later_range_is_reported_at_its_line_of_the_file(tmp_pat
     with pytest.raises(DataError, match=r"corpus.txt:3501: not valid UTF-8 \(byte 0xe9"):
         corpus_cache.load(path, cfg)
     cache = rnnkit_home() / "cache" / "corpus"
-    assert not (cache / corpus_cache._key(path, cfg, None)).exists()
+    assert not corpus_cache.entry("corpus", path, cfg, None).folder.exists()
     assert not list(cache.glob(".*"))
     monkeypatch.setenv("RNNKIT_TOKENIZE_PROCESSES", "0")
     with pytest.raises(DataError, match="RNNKIT_TOKENIZE_PROCESSES='0': give a whole number"):
@@ -254,3 +255,47 @@ def test_cached_classifier_ids_equal_those_of_token_lists(tmp_path, monkeypatch,
             assert [data.classes[i] for i in got.labels] == [label for _, label in part]
         if attempt == "tokenized":
             monkeypatch.setattr(splits, "read_labeled", lambda *a: pytest.fail("tokenized"))
+
+
+def test_a_broken_or_foreign_cache_entry_is_rebuilt_never_trusted(tmp_path, tsv_data):
+    import shutil
+
+    from rnnkit.config import DataConfig
+    from rnnkit.data import corpus_cache
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("the cat sat on the mat\nthe dog ran\n" * 50)
+    b.write_text("completely other words here\n" * 40)
+    cfg = DataConfig(train=str(a))
+    fresh = corpus_cache.tokenize_lines(corpus_cache.raw_lines(a, cfg), cfg, None)
+
+    def same(got):
+        return (got.tokens == fresh.tokens and np.array_equal(got.ids, fresh.ids)
+                and np.array_equal(got.line_ends, fresh.line_ends))
+
+    folder = corpus_cache.entry("corpus", a, cfg, None).folder
+    assert same(corpus_cache.load(a, cfg)) and folder.is_dir()
+    # ids truncated (a disk that filled up, a copy cut short)
+    ids = folder / "ids.npy"
+    ids.write_bytes(ids.read_bytes()[:-40])
+    assert same(corpus_cache.load(a, cfg))
+    assert corpus_cache.read_entry(corpus_cache.entry("corpus", a, cfg, None)) is not None
+    # another file's entry in a's place
+    corpus_cache.load(b, cfg)
+    shutil.rmtree(folder)
+    shutil.copytree(corpus_cache.entry("corpus", b, cfg, None).folder, folder)
+    assert same(corpus_cache.load(a, cfg))
+    # ids beyond the token list
+    np.save(ids, np.full(len(fresh.ids), 10**6, dtype=np.uint32))
+    assert same(corpus_cache.load(a, cfg))
+    # a classifier's entry whose labels do not match its texts
+    tsv = DataConfig(train=str(tsv_data["train"]), text_field="sentence")
+    first = load_classification(tsv, 0, ("train", "valid"))
+    labeled = corpus_cache.entry("labeled", tsv_data["train"], tsv, None).folder
+    meta = json.loads((labeled / "meta.json").read_text())
+    meta["labels"] = meta["labels"][:-1]
+    (labeled / "meta.json").write_text(json.dumps(meta))
+    again = load_classification(tsv, 0, ("train", "valid"))
+    assert [x.tolist() for x in again.splits["train"].ids] == [
+        x.tolist() for x in first.splits["train"].ids]
+    assert len(json.loads((labeled / "meta.json").read_text())["labels"]) == len(meta["labels"]) + 1

@@ -130,8 +130,13 @@ class ClassificationTask:
         return {"loss": f"{loss:.3f}", "ex/s": f"{rate:,.0f}"}
 
     def summary(self, metrics: dict) -> str:
-        return (f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+        text = (f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
                 f"({metrics['examples']:,} examples)")
+        branches = metrics.get("branch_accuracy")
+        if branches:  # a run with the n-gram branch: each branch's own accuracy
+            text += (f"; encoder alone {branches['encoder']:.4f}, n-grams alone "
+                     f"{branches['ngrams']:.4f}")
+        return text
 
     def build_model(self) -> Classifier:
         return build_model(self.cfg, self.data.vocab, len(self.data.classes))
@@ -197,12 +202,20 @@ class ClassificationTask:
         source = self.data.splits[split]
         lengths = np.fromiter((len(a) for a in source.ids), dtype=np.int64)
         pred = np.zeros(len(source.ids), dtype=np.int64)
-        total_loss = 0.0
+        total_loss, branch_hits = 0.0, None
         for index in batch_plan(lengths, self.cfg.train.eval_batch_size, None, True):
             batch = self._batch(split, index).to(_device(model))
-            log_probs = Classifier.log_probs(model(batch.ids, batch.lengths, batch.ngrams))
+            branches = model(batch.ids, batch.lengths, batch.ngrams)
+            log_probs = Classifier.log_probs(branches)
             total_loss += float(F.nll_loss(log_probs, batch.labels, reduction="sum"))
             pred[index] = log_probs.argmax(-1).cpu().numpy()
+            if len(branches) > 1:  # each branch on its own, to see what each brings
+                hits = [int((b.argmax(-1) == batch.labels).sum()) for b in branches]
+                branch_hits = hits if branch_hits is None else [
+                    a + b for a, b in zip(branch_hits, hits)]
         report = classification_report(source.labels, pred, self.data.label_names)
         report["loss"] = total_loss / max(1, len(pred))
+        if branch_hits is not None:
+            report["branch_accuracy"] = {name: hits / max(1, len(pred)) for name, hits in
+                                         zip(("encoder", "ngrams"), branch_hits)}
         return report

@@ -578,12 +578,17 @@ class _Loop:
         record = {"epoch": epoch, "step": progress.step, "lr": self.lr,
                   "train_loss": train_loss, "valid_loss": metrics["loss"],
                   f"valid_{task.metric}": value, **task.epoch_extras(train_loss),
+                  **{f"valid_{name}_accuracy": acc
+                     for name, acc in metrics.get("branch_accuracy", {}).items()},
                   "seconds": round(time.monotonic() - self.clock, 1)}
         if ntasgd is not None:  # whether this validation read the averaged weights
             record["averaged"] = session.averaging()
         progress.history.append(record)
+        branches = metrics.get("branch_accuracy")
+        alone = (f" (encoder alone {branches['encoder']:.4f}, n-grams alone "
+                 f"{branches['ngrams']:.4f})" if branches else "")
         self.log(f"epoch {epoch}: train loss {train_loss:.4f}  valid {task.metric} "
-                 f"{value:.4f}{'  (best)' if improved else ''}  lr {self.lr:.4g}  "
+                 f"{value:.4f}{alone}{'  (best)' if improved else ''}  lr {self.lr:.4g}  "
                  f"{record['seconds']:.0f}s", flush=True)
         progress.epoch, progress.batch = epoch, 0
         if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:

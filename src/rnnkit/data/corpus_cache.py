@@ -127,13 +127,30 @@ def _content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _key(path: Path, cfg: DataConfig, subwords: bytes | None, kind: str = "corpus") -> str:
+def _key(path: Path, cfg: DataConfig, subwords: bytes | None, kind: str, content: str) -> str:
     fields = ([cfg.text_field, cfg.label_field] if kind == "labeled" else
               [cfg.text_field if is_table(path) else None])
-    settings = [VERSION, kind, _content_hash(path), path.name.lower(), cfg.tokenizer,
+    settings = [VERSION, kind, content, path.name.lower(), cfg.tokenizer,
                 cfg.lowercase, cfg.add_eos if kind == "corpus" else None, *fields, cfg.encoding,
                 hashlib.sha256(subwords).hexdigest() if subwords is not None else None]
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:32]
+
+
+@dataclass
+class Entry:
+    """Where a file's tokenized form is cached, and the hash of the file's bytes it must
+    record to be trusted."""
+
+    folder: Path
+    source: str
+
+
+def entry(kind: str, path: Path, cfg: DataConfig, subwords: bytes | None) -> Entry:
+    """The cache entry of `path` tokenized: `kind` "corpus" (language models) or "labeled"
+    (a classifier's texts and labels)."""
+    content = _content_hash(path)
+    return Entry(rnnkit_home() / "cache" / kind / _key(path, cfg, subwords, kind, content),
+                 content)
 
 
 def tokenize_processes(path: Path, cfg: DataConfig) -> int:
@@ -221,7 +238,7 @@ def _tokenize_range(path: Path, start: int, end: int, cfg: DataConfig,
 
 
 def _tokenize_parallel(path: Path, cfg: DataConfig, subwords: bytes | None, processes: int,
-                       stage: Path) -> bool:
+                       stage: Path, source: str) -> bool:
     """Tokenize `path` by ranges in `processes` processes (this one takes the first range)
     and write the joined result into `stage` as the cache stores it. False when a range
     could not be decoded (the one-process path then reports where)."""
@@ -261,8 +278,11 @@ def _tokenize_parallel(path: Path, cfg: DataConfig, subwords: bytes | None, proc
         words_before += int(counts[-1]) if len(counts) else 0
     ids.flush()
     del ids
-    np.save(stage / "line_ends.npy", np.concatenate(line_ends))
-    np.save(stage / "words.npy", np.concatenate(words))
+    line_ends, words = np.concatenate(line_ends), np.concatenate(words)
+    np.save(stage / "line_ends.npy", line_ends)
+    np.save(stage / "words.npy", words)
+    meta = _seal(source, offset, len(line_ends), len(index))
+    (stage / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     (stage / "tokens.json").write_text(json.dumps(list(index)), encoding="utf-8")
     return True
 
@@ -275,32 +295,39 @@ def _read(folder: Path) -> CachedCorpus:
                         np.load(words) if words.is_file() else None)
 
 
-def entry(kind: str, path: Path, cfg: DataConfig, subwords: bytes | None) -> Path:
-    """The cache folder of `path` tokenized: `kind` "corpus" (language models) or "labeled"
-    (a classifier's texts and labels)."""
-    return rnnkit_home() / "cache" / kind / _key(path, cfg, subwords, kind)
+def _seal(source: str, ids: int, lines: int, tokens: int, meta: dict | None = None) -> dict:
+    """An entry's meta record: what it must hold to be trusted (and `meta`'s own fields)."""
+    return {**(meta or {}), "source": source, "ids": int(ids), "lines": int(lines),
+            "tokens": int(tokens)}
 
 
-def read_entry(folder: Path) -> tuple[CachedCorpus, dict] | None:
-    """A cache entry (ids memory-mapped) and its meta record, or None when there is none or
-    it cannot be read (a damaged entry is rebuilt, never trusted)."""
+def read_entry(at: Entry) -> tuple[CachedCorpus, dict] | None:
+    """A cache entry (ids memory-mapped) and its meta record, or None when there is none, or
+    it cannot be read, is truncated or records another file: a broken entry is rebuilt,
+    never trusted."""
+    folder = at.folder
     try:
         if not (folder / "tokens.json").is_file():
             return None
         corpus = _read(folder)
-        meta = folder / "meta.json"
-        record = json.loads(meta.read_text("utf-8")) if meta.is_file() else {}
-        if corpus.ids.ndim != 1 or (len(corpus.line_ends) and
-                                    int(corpus.line_ends[-1]) != len(corpus.ids)):
+        meta = json.loads((folder / "meta.json").read_text("utf-8"))
+        n = len(corpus.ids)
+        if (not isinstance(meta, dict) or meta.get("source") != at.source
+                or meta.get("ids") != n or meta.get("lines") != len(corpus.line_ends)
+                or meta.get("tokens") != len(corpus.tokens) or corpus.ids.ndim != 1
+                or (corpus.words is not None and len(corpus.words) != len(corpus.line_ends))
+                or (len(corpus.line_ends) and int(corpus.line_ends[-1]) != n)
+                or (n and int(corpus.ids.max()) >= len(corpus.tokens))):
             return None
-        return corpus, record
-    except (OSError, ValueError, TypeError):
+        return corpus, meta
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
-def write_entry(folder: Path, corpus: CachedCorpus, meta: dict | None = None) -> None:
+def write_entry(at: Entry, corpus: CachedCorpus, meta: dict | None = None) -> None:
     """Write a cache entry atomically (a stage folder renamed into place); OSError when the
     cache folder cannot be written."""
+    folder = at.folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -308,8 +335,9 @@ def write_entry(folder: Path, corpus: CachedCorpus, meta: dict | None = None) ->
         np.save(stage / "line_ends.npy", corpus.line_ends)
         if corpus.words is not None:
             np.save(stage / "words.npy", corpus.words)
-        if meta is not None:
-            (stage / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        seal = _seal(at.source, len(corpus.ids), len(corpus.line_ends), len(corpus.tokens),
+                     meta)
+        (stage / "meta.json").write_text(json.dumps(seal), encoding="utf-8")
         (stage / "tokens.json").write_text(json.dumps(corpus.tokens), encoding="utf-8")
         _publish(stage, folder)
     finally:
@@ -320,8 +348,9 @@ def write_entry(folder: Path, corpus: CachedCorpus, meta: dict | None = None) ->
 def load(path: Path, cfg: DataConfig, subwords: bytes | None = None,
          log=None) -> CachedCorpus:
     """The file tokenized: from the cache (memory-mapped), else tokenized and cached."""
-    folder = entry("corpus", path, cfg, subwords)
-    cached = read_entry(folder)
+    at = entry("corpus", path, cfg, subwords)
+    folder = at.folder
+    cached = read_entry(at)
     if cached is not None:
         return cached[0]
     processes = tokenize_processes(path, cfg)
@@ -330,7 +359,7 @@ def load(path: Path, cfg: DataConfig, subwords: bytes | None = None,
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
             stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-            if _tokenize_parallel(path, cfg, subwords, processes, stage):
+            if _tokenize_parallel(path, cfg, subwords, processes, stage, at.source):
                 _publish(stage, folder)
                 return _read(folder)
         except OSError:
@@ -340,7 +369,7 @@ def load(path: Path, cfg: DataConfig, subwords: bytes | None = None,
                 shutil.rmtree(stage, ignore_errors=True)
     corpus = tokenize_lines(raw_lines(path, cfg), cfg, subwords)
     try:
-        write_entry(folder, corpus)
+        write_entry(at, corpus)
     except OSError as exc:
         if log is not None:
             log(f"note: the token cache was not written ({exc.strerror or exc})")

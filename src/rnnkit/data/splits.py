@@ -94,13 +94,14 @@ def tokenize_labeled(path: Path, cfg: DataConfig, subwords: bytes | None = None
     in the report, with their labels. `subwords`: the sentencepiece tokenizer's model. A file
     is tokenized once: the result is cached (token ids, memory-mapped) under RNNKIT_HOME,
     keyed by the file's content and the settings that change its tokens."""
-    folder = _cache_folder(path, cfg, subwords)
-    cached = corpus_cache.read_entry(folder) if folder is not None else None
+    at = _cache_entry(path, cfg, subwords)
+    cached = corpus_cache.read_entry(at) if at is not None else None
     if cached is not None:
         corpus, meta = cached
         labels = meta.get("labels")
         if isinstance(labels, list) and len(labels) == corpus.lines:
-            return TokenizedTexts(corpus, labels, str(meta.get("report", "")), str(path))
+            report = str(meta.get("report", "")).replace(_THIS_FILE, str(path))
+            return TokenizedTexts(corpus, labels, report, str(path))
     raw: LabeledTexts = read_labeled(path, cfg.text_field, cfg.label_field, cfg.encoding)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, subwords=subwords)
     index: dict[str, int] = {}
@@ -122,16 +123,22 @@ def tokenize_labeled(path: Path, cfg: DataConfig, subwords: bytes | None = None
     corpus = corpus_cache.CachedCorpus(np.frombuffer(ids, dtype=np.uint32), list(index),
                                        np.frombuffer(ends, dtype=np.int64), None)
     out = TokenizedTexts(corpus, labels, raw.report(), str(path))
-    if folder is not None:
+    if at is not None:
         try:
-            corpus_cache.write_entry(folder, corpus, {"labels": labels, "report": out.report})
+            # the entry serves any copy of the file: the report names "this file"
+            corpus_cache.write_entry(at, corpus, {"labels": labels, "report": out.report.replace(
+                str(path), _THIS_FILE)})
         except OSError as exc:
-            out.report = (f"{out.report}; tokens not cached: cannot write {folder.parent} "
+            out.report = (f"{out.report}; tokens not cached: cannot write {at.folder.parent} "
                           f"({exc.strerror or exc}); set RNNKIT_HOME to a writable folder")
     return out
 
 
-def _cache_folder(path: Path, cfg: DataConfig, subwords: bytes | None) -> Path | None:
+_THIS_FILE = "\x00file"  # where a cached report names the file it was read from
+
+
+def _cache_entry(path: Path, cfg: DataConfig, subwords: bytes | None
+                 ) -> corpus_cache.Entry | None:
     try:
         if not path.is_file():
             return None  # folders of texts are not cached

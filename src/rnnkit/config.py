@@ -439,11 +439,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # ULMFiT on IMDB: give the language model with --init-from (an imdb-lm run); its encoder
     # settings are taken over. Slanted triangular rate, discriminative rates (2.6 per layer
     # group), gradual unfreezing (head, then one layer group more each epoch, then all) and
-    # concat pooling, reviews cut to their first 133 and last 267 tokens, bf16 matmuls
+    # concat pooling, reviews cut to their first 333 and last 667 tokens (all but the
+    # longest reviews whole; validation 93.20% against 92.56% with 400), bf16 matmuls
     # (classifier training 2.2x faster than fp32 on AVX-512 BF16/AMX). Beside it, imdb-best's
     # n-gram branch (NB-weighted uni- to trigrams), trained from the first epoch.
     "imdb-ulmfit": {
-        "data": dict(dataset="imdb", min_freq=2, max_len=400, truncate="head+tail",
+        "data": dict(dataset="imdb", min_freq=2, max_len=1000, truncate="head+tail",
                      ngram_order=3, ngram_buckets=1 << 24),
         "model": dict(pooling="concat", dropout=0.3, ngram_dropout=0.5),
         "train": dict(batch_size=32, lr=2e-3, epochs=5, clip=5.0, schedule="slanted",

@@ -89,23 +89,33 @@ def raw_lines(path: Path, cfg: DataConfig) -> Iterator[str]:
             yield line.rstrip("\r\n")
 
 
+class Numberer(dict):
+    """token -> id in order of first appearance: `map(numberer.__getitem__, tokens)` numbers
+    tokens in C for those already seen, and gives a new token the next id."""
+
+    def __missing__(self, token: str) -> int:
+        number = self[token] = len(self)
+        return number
+
+
 def tokenize_lines(lines: Iterable[str], cfg: DataConfig, subwords: bytes | None
                    ) -> CachedCorpus:
     """Token ids of corpus lines, as `rnnkit.data.splits.corpus_tokens` gives the tokens:
     each line's tokens and an <eos> (with add_eos), blank lines left out (but for `char`)."""
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, subwords=subwords)
-    index: dict[str, int] = {}
+    index = Numberer()
     ids, ends, words = array("I"), array("q"), array("q")
     keep_blank = cfg.tokenizer == "char"
+    add_eos = cfg.add_eos
     n_words = 0
-    setdefault = index.setdefault
+    number = index.__getitem__
     for line in lines:
         tokens = tokenizer(line)
-        if cfg.add_eos and (tokens or keep_blank):
+        if add_eos and (tokens or keep_blank):
             tokens.append(EOS)
         n = len(line.split())  # words as a word-level model counts them (count_words)
-        n_words += n + (1 if cfg.add_eos and n else 0)
-        ids.extend(setdefault(t, len(index)) for t in tokens)
+        n_words += n + (1 if add_eos and n else 0)
+        ids.extend(map(number, tokens))
         ends.append(len(ids))
         words.append(n_words)
     return CachedCorpus(np.frombuffer(ids, dtype=np.uint32) if ids else
@@ -260,10 +270,9 @@ def _tokenize_parallel(path: Path, cfg: DataConfig, subwords: bytes | None, proc
             pool.shutdown(cancel_futures=True)
     if any(r is None for r in results):
         return False
-    index: dict[str, int] = {}
-    setdefault = index.setdefault
-    remaps = [np.fromiter((setdefault(t, len(index)) for t in tokens), dtype=np.uint32,
-                          count=len(tokens)) for tokens, _, _ in results]
+    index = Numberer()
+    remaps = [np.fromiter(map(index.__getitem__, tokens), dtype=np.uint32, count=len(tokens))
+              for tokens, _, _ in results]
     sizes = [int(ends[-1]) if len(ends) else 0 for _, ends, _ in results]
     ids = np.lib.format.open_memmap(stage / "ids.npy", mode="w+", dtype=np.uint32,
                                     shape=(sum(sizes),))

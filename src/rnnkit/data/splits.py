@@ -104,13 +104,13 @@ def tokenize_labeled(path: Path, cfg: DataConfig, subwords: bytes | None = None
             return TokenizedTexts(corpus, labels, report, str(path))
     raw: LabeledTexts = read_labeled(path, cfg.text_field, cfg.label_field, cfg.encoding)
     tokenizer = get_tokenizer(cfg.tokenizer, cfg.lowercase, subwords=subwords)
-    index: dict[str, int] = {}
-    setdefault = index.setdefault
+    index = corpus_cache.Numberer()
+    number = index.__getitem__
     ids, ends, labels, tokenless = array("I"), array("q"), [], []
     for text, label, origin in zip(raw.texts, raw.labels, raw.origins):
         words = tokenizer(text)
         if words:
-            ids.extend(setdefault(t, len(index)) for t in words)
+            ids.extend(map(number, words))
             ends.append(len(ids))
             labels.append(label)
         else:

@@ -43,50 +43,71 @@ _TIGHT = re.compile(f"[{NO_SPACE}\u3000-\u303f\uff00-\uffef]")
 
 
 def basic(text: str) -> list[str]:
-    return _basic_front(_BREAK.sub(" ", text).split(), sys.maxsize)
+    chunks = _BREAK.sub(" ", text).split()
+    if text.isascii():  # most English text: no script without spaces, no marks
+        tokens: list[str] = []
+        append, extend, findall = tokens.append, tokens.extend, _ASCII_WORD.findall
+        for chunk in chunks:
+            if chunk.isalnum():
+                append(chunk)
+            else:
+                extend(findall(chunk))
+        return tokens
+    return _basic_front(chunks, sys.maxsize, False)
 
 
-def _basic_front(chunks: list[str], n: int) -> list[str]:
+def _basic_front(chunks: list[str], n: int, ascii_text: bool) -> list[str]:
     """The first n tokens of whitespace-free chunks (all of them if there are fewer).
 
     Chunk by chunk: str.split and the regex's \\s agree on whitespace, and str.isalnum is
-    exactly \\w without "_", so an alphanumeric ASCII chunk (most of them in English) is one
-    token, no regex; other ASCII chunks take the plain word regex."""
+    exactly \\w without "_", so an alphanumeric chunk without characters of the unspaced
+    scripts (most chunks in English) is one token, no regex; other chunks of an ASCII text
+    take the plain word regex."""
     tokens: list[str] = []
     append, extend = tokens.append, tokens.extend
-    findall, ascii_findall, no_space = _WORD.findall, _ASCII_WORD.findall, _HAS_NO_SPACE.search
-    for chunk in chunks:
-        if chunk.isascii():
+    if ascii_text:
+        findall = _ASCII_WORD.findall
+        for chunk in chunks:
             if chunk.isalnum():
                 append(chunk)
             else:
-                extend(ascii_findall(chunk))
-        elif chunk.isalnum() and not no_space(chunk):
-            append(chunk)
-        else:
-            extend(findall(chunk))
-        if len(tokens) >= n:
-            break
+                extend(findall(chunk))
+            if len(tokens) >= n:
+                break
+    else:
+        findall, no_space = _WORD.findall, _HAS_NO_SPACE.search
+        for chunk in chunks:
+            if chunk.isalnum() and (chunk.isascii() or not no_space(chunk)):
+                append(chunk)
+            else:
+                extend(findall(chunk))
+            if len(tokens) >= n:
+                break
     return tokens if len(tokens) <= n else tokens[:n]
 
 
-def _basic_back(chunks: list[str], n: int) -> list[str]:
+def _basic_back(chunks: list[str], n: int, ascii_text: bool) -> list[str]:
     """The last n tokens of the chunks (all of them if there are fewer), in reading order."""
     backwards: list[str] = []
     append, extend = backwards.append, backwards.extend
-    findall, ascii_findall, no_space = _WORD.findall, _ASCII_WORD.findall, _HAS_NO_SPACE.search
-    for chunk in reversed(chunks):
-        if chunk.isascii():
+    if ascii_text:
+        findall = _ASCII_WORD.findall
+        for chunk in reversed(chunks):
             if chunk.isalnum():
                 append(chunk)
             else:
-                extend(ascii_findall(chunk)[::-1])
-        elif chunk.isalnum() and not no_space(chunk):
-            append(chunk)
-        else:
-            extend(findall(chunk)[::-1])
-        if len(backwards) >= n:
-            break
+                extend(findall(chunk)[::-1])
+            if len(backwards) >= n:
+                break
+    else:
+        findall, no_space = _WORD.findall, _HAS_NO_SPACE.search
+        for chunk in reversed(chunks):
+            if chunk.isalnum() and (chunk.isascii() or not no_space(chunk)):
+                append(chunk)
+            else:
+                extend(findall(chunk)[::-1])
+            if len(backwards) >= n:
+                break
     del backwards[n:]
     backwards.reverse()
     return backwards
@@ -97,13 +118,14 @@ def basic_kept(text: str, max_len: int, truncate: str) -> list[str]:
     keeps: `cut` runs on a stand-in that has the text's tokens at those ends and is longer
     than max_len exactly when the text's tokens are."""
     chunks = _BREAK.sub(" ", text).split()
+    ascii_text = text.isascii()
     head, tail = kept_ends(max_len, truncate)
     if not head:
-        return cut(_basic_back(chunks, max_len + 1), max_len, truncate)
-    front = _basic_front(chunks, max_len + 1)
+        return cut(_basic_back(chunks, max_len + 1, ascii_text), max_len, truncate)
+    front = _basic_front(chunks, max_len + 1, ascii_text)
     if not tail or len(front) <= max_len:
         return cut(front, max_len, truncate)
-    return cut(front + _basic_back(chunks, tail), max_len, truncate)
+    return cut(front + _basic_back(chunks, tail, ascii_text), max_len, truncate)
 
 
 def join(tokens: Sequence[str]) -> str:

@@ -139,6 +139,7 @@ def test_refusals_are_one_line_usage_errors(root, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("rnnkit: error: ") for line in err)
     assert "n-gram" in err[0] and "torch-export" in err[1] and "tflite" in err[2]
+    assert err[0].endswith("train with --ngram-order 0 for a model that exports")
     assert not (ngram_run / "model.onnx").exists()
 
 

@@ -121,7 +121,8 @@ class Exportable:
 def _classifier(run_dir: Path | str, predictor: Predictor) -> Exportable:
     if predictor.ngrams is not None:
         raise UsageError(f"{run_dir}: runs with the n-gram branch (ngram_order > 0) cannot "
-                         "be exported; its features are computed outside the network")
+                         "be exported (its features are computed outside the network); "
+                         "train with --ngram-order 0 for a model that exports")
     data, vocab = predictor.cfg.data, predictor.vocab
     module = ClassifierProbabilities(predictor.model, data.max_len, data.truncate,
                                      vocab.unk_id, vocab.pad_id).eval()

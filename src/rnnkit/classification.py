@@ -85,6 +85,14 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _alone(metrics: dict) -> str:
+    """Each branch's own accuracy, for a run with the n-gram branch ("" without one)."""
+    branches = metrics.get("branch_accuracy")
+    if not branches:
+        return ""
+    return f"encoder alone {branches['encoder']:.4f}, n-grams alone {branches['ngrams']:.4f}"
+
+
 class ClassificationTask:
     metric = "accuracy"
     higher_is_better = True
@@ -123,20 +131,21 @@ class ClassificationTask:
     def token_loss(self, loss: torch.Tensor) -> float:
         return float(loss)
 
-    def epoch_extras(self, train_loss: float) -> dict[str, float]:
-        return {}
+    def epoch_extras(self, train_loss: float, valid: dict) -> dict[str, float]:
+        return {f"valid_{name}_accuracy": accuracy
+                for name, accuracy in valid.get("branch_accuracy", {}).items()}
+
+    def valid_note(self, valid: dict) -> str:
+        alone = _alone(valid)
+        return f" ({alone})" if alone else ""
 
     def live(self, loss: float, rate: float) -> dict[str, str]:
         return {"loss": f"{loss:.3f}", "ex/s": f"{rate:,.0f}"}
 
     def summary(self, metrics: dict) -> str:
-        text = (f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
-                f"({metrics['examples']:,} examples)")
-        branches = metrics.get("branch_accuracy")
-        if branches:  # a run with the n-gram branch: each branch's own accuracy
-            text += (f"; encoder alone {branches['encoder']:.4f}, n-grams alone "
-                     f"{branches['ngrams']:.4f}")
-        return text
+        alone = _alone(metrics)
+        return (f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+                f"({metrics['examples']:,} examples){'; ' + alone if alone else ''}")
 
     def build_model(self) -> Classifier:
         return build_model(self.cfg, self.data.vocab, len(self.data.classes))

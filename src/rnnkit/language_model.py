@@ -99,8 +99,11 @@ class LanguageModelTask:
     def sizes(self) -> dict[str, int]:
         return {split: len(ids) for split, ids in self.data.splits.items()}
 
-    def epoch_extras(self, train_loss: float) -> dict[str, float]:
+    def epoch_extras(self, train_loss: float, valid: dict) -> dict[str, float]:
         return {"train_perplexity": math.exp(min(train_loss, 700))}
+
+    def valid_note(self, valid: dict) -> str:
+        return ""
 
     def live(self, loss: float, rate: float) -> dict[str, str]:
         return {"loss": f"{loss:.3f}", "tok/s": f"{rate:,.0f}",

@@ -67,9 +67,10 @@ class Task(Protocol):
                    ) -> tuple[torch.Tensor | StepLoss, int, Any]: ...
     def token_loss(self, loss: torch.Tensor) -> float: ...
     def evaluate(self, model: nn.Module, split: str) -> dict: ...
-    def epoch_extras(self, train_loss: float) -> dict[str, float]: ...
+    def epoch_extras(self, train_loss: float, valid: dict) -> dict[str, float]: ...
     def live(self, loss: float, rate: float) -> dict[str, str]: ...
     def summary(self, metrics: dict) -> str: ...
+    def valid_note(self, valid: dict) -> str: ...
 
 
 class NonFiniteLoss(UsageError):
@@ -577,18 +578,14 @@ class _Loop:
         epoch = progress.epoch + 1
         record = {"epoch": epoch, "step": progress.step, "lr": self.lr,
                   "train_loss": train_loss, "valid_loss": metrics["loss"],
-                  f"valid_{task.metric}": value, **task.epoch_extras(train_loss),
-                  **{f"valid_{name}_accuracy": acc
-                     for name, acc in metrics.get("branch_accuracy", {}).items()},
+                  f"valid_{task.metric}": value, **task.epoch_extras(train_loss, metrics),
                   "seconds": round(time.monotonic() - self.clock, 1)}
         if ntasgd is not None:  # whether this validation read the averaged weights
             record["averaged"] = session.averaging()
         progress.history.append(record)
-        branches = metrics.get("branch_accuracy")
-        alone = (f" (encoder alone {branches['encoder']:.4f}, n-grams alone "
-                 f"{branches['ngrams']:.4f})" if branches else "")
         self.log(f"epoch {epoch}: train loss {train_loss:.4f}  valid {task.metric} "
-                 f"{value:.4f}{alone}{'  (best)' if improved else ''}  lr {self.lr:.4g}  "
+                 f"{value:.4f}{task.valid_note(metrics)}{'  (best)' if improved else ''}  "
+                 f"lr {self.lr:.4g}  "
                  f"{record['seconds']:.0f}s", flush=True)
         progress.epoch, progress.batch = epoch, 0
         if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:

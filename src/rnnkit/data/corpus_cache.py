@@ -29,6 +29,7 @@ import shutil
 import tempfile
 from array import array
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -247,11 +248,14 @@ def _tokenize_range(path: Path, start: int, end: int, cfg: DataConfig,
     return part.tokens, part.line_ends, part.words
 
 
+class _Undecodable(Exception):
+    """A range has a line that does not decode (the one-process path reports where)."""
+
+
 def _tokenize_parallel(path: Path, cfg: DataConfig, subwords: bytes | None, processes: int,
-                       stage: Path, source: str) -> bool:
+                       stage: Path, source: str) -> None:
     """Tokenize `path` by ranges in `processes` processes (this one takes the first range)
-    and write the joined result into `stage` as the cache stores it. False when a range
-    could not be decoded (the one-process path then reports where)."""
+    and write the joined result into `stage` as the cache stores it."""
     ranges = line_ranges(path, processes)
     outs = [stage / f"part-{k}.npy" for k in range(len(ranges))]
     results = [None] * len(ranges)
@@ -269,7 +273,7 @@ def _tokenize_parallel(path: Path, cfg: DataConfig, subwords: bytes | None, proc
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     if any(r is None for r in results):
-        return False
+        raise _Undecodable
     index = Numberer()
     remaps = [np.fromiter(map(index.__getitem__, tokens), dtype=np.uint32, count=len(tokens))
               for tokens, _, _ in results]
@@ -286,14 +290,8 @@ def _tokenize_parallel(path: Path, cfg: DataConfig, subwords: bytes | None, proc
         offset += size
         words_before += int(counts[-1]) if len(counts) else 0
     ids.flush()
-    del ids
-    line_ends, words = np.concatenate(line_ends), np.concatenate(words)
-    np.save(stage / "line_ends.npy", line_ends)
-    np.save(stage / "words.npy", words)
-    meta = _seal(source, offset, len(line_ends), len(index))
-    (stage / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    (stage / "tokens.json").write_text(json.dumps(list(index)), encoding="utf-8")
-    return True
+    joined = CachedCorpus(ids, list(index), np.concatenate(line_ends), np.concatenate(words))
+    _save(stage, joined, source, ids_saved=True)
 
 
 def _read(folder: Path) -> CachedCorpus:
@@ -304,10 +302,33 @@ def _read(folder: Path) -> CachedCorpus:
                         np.load(words) if words.is_file() else None)
 
 
-def _seal(source: str, ids: int, lines: int, tokens: int, meta: dict | None = None) -> dict:
-    """An entry's meta record: what it must hold to be trusted (and `meta`'s own fields)."""
-    return {**(meta or {}), "source": source, "ids": int(ids), "lines": int(lines),
-            "tokens": int(tokens)}
+def _save(stage: Path, corpus: CachedCorpus, source: str, meta: dict | None = None,
+          ids_saved: bool = False) -> None:
+    """Write an entry's files into `stage`; its meta record holds `meta`'s fields and what the
+    entry must hold to be trusted (the file's hash, its sizes). tokens.json comes last."""
+    if not ids_saved:
+        np.save(stage / "ids.npy", corpus.ids)
+    np.save(stage / "line_ends.npy", corpus.line_ends)
+    if corpus.words is not None:
+        np.save(stage / "words.npy", corpus.words)
+    seal = {**(meta or {}), "source": source, "ids": int(len(corpus.ids)),
+            "lines": int(len(corpus.line_ends)), "tokens": len(corpus.tokens)}
+    (stage / "meta.json").write_text(json.dumps(seal), encoding="utf-8")
+    (stage / "tokens.json").write_text(json.dumps(corpus.tokens), encoding="utf-8")
+
+
+@contextmanager
+def _staged(folder: Path) -> Iterator[Path]:
+    """A stage folder beside `folder` to write an entry into, moved into place when the block
+    ends without an error and removed otherwise; OSError when it cannot be made."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield stage
+        _publish(stage, folder)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def read_entry(at: Entry) -> tuple[CachedCorpus, dict] | None:
@@ -336,46 +357,27 @@ def read_entry(at: Entry) -> tuple[CachedCorpus, dict] | None:
 def write_entry(at: Entry, corpus: CachedCorpus, meta: dict | None = None) -> None:
     """Write a cache entry atomically (a stage folder renamed into place); OSError when the
     cache folder cannot be written."""
-    folder = at.folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        np.save(stage / "ids.npy", corpus.ids)
-        np.save(stage / "line_ends.npy", corpus.line_ends)
-        if corpus.words is not None:
-            np.save(stage / "words.npy", corpus.words)
-        seal = _seal(at.source, len(corpus.ids), len(corpus.line_ends), len(corpus.tokens),
-                     meta)
-        (stage / "meta.json").write_text(json.dumps(seal), encoding="utf-8")
-        (stage / "tokens.json").write_text(json.dumps(corpus.tokens), encoding="utf-8")
-        _publish(stage, folder)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+    with _staged(at.folder) as stage:
+        _save(stage, corpus, at.source, meta)
 
 
 def load(path: Path, cfg: DataConfig, subwords: bytes | None = None,
          log=None) -> CachedCorpus:
     """The file tokenized: from the cache (memory-mapped), else tokenized and cached."""
     at = entry("corpus", path, cfg, subwords)
-    folder = at.folder
     cached = read_entry(at)
     if cached is not None:
         return cached[0]
     processes = tokenize_processes(path, cfg)
     if processes > 1:
-        stage = None
         try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-            if _tokenize_parallel(path, cfg, subwords, processes, stage, at.source):
-                _publish(stage, folder)
-                return _read(folder)
+            with _staged(at.folder) as stage:
+                _tokenize_parallel(path, cfg, subwords, processes, stage, at.source)
+            return _read(at.folder)
+        except _Undecodable:
+            pass  # the one-process path reports the line
         except OSError:
             pass  # no room for the cache: one process, in memory
-        finally:
-            if stage is not None and stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
     corpus = tokenize_lines(raw_lines(path, cfg), cfg, subwords)
     try:
         write_entry(at, corpus)

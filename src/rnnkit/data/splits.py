@@ -58,11 +58,6 @@ class TokenizedTexts:
         for i in (range(len(ends)) if self.order is None else self.order.tolist()):
             yield ids[ends[i - 1] if i else 0:ends[i]]
 
-    @property
-    def tokens(self) -> list[list[str]]:
-        words = self.corpus.tokens
-        return [[words[t] for t in text.tolist()] for text in self.texts()]
-
     def pick(self, idx: np.ndarray, source: str) -> "TokenizedTexts":
         order = np.arange(len(self.labels)) if self.order is None else self.order
         return TokenizedTexts(self.corpus, [self.labels[i] for i in idx], source=source,

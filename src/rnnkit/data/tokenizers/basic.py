@@ -44,7 +44,10 @@ _TIGHT = re.compile(f"[{NO_SPACE}\u3000-\u303f\uff00-\uffef]")
 
 def basic(text: str) -> list[str]:
     chunks = _BREAK.sub(" ", text).split()
-    if text.isascii():  # most English text: no script without spaces, no marks
+    # Most English text is all ASCII: no script without spaces, no marks. Its own loop, with
+    # no length check, reads whole reviews about 10% faster than _basic_front does (and one
+    # loop for both kinds of text in _basic_front costs as much again).
+    if text.isascii():
         tokens: list[str] = []
         append, extend, findall = tokens.append, tokens.extend, _ASCII_WORD.findall
         for chunk in chunks:

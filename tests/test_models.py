@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rnnkit.config import ModelConfig
-from rnnkit.language_model import batchify
+from rnnkit.language_model import batchify, evaluate_stream
 from rnnkit.models import Classifier, LanguageModel
 from rnnkit.models.encoder import reverse_index
 
@@ -100,6 +100,33 @@ def test_one_token_steps_equal_the_fused_kernel(cell):
         torch.testing.assert_close(out[:, 0], whole[:, -1], atol=1e-5, rtol=1e-5)
     model.train()  # training keeps the fused kernel (and its dropout)
     assert not torch.equal(model(ids[:, :1], None)[0], model(ids[:, :1], None)[0])
+
+
+@pytest.mark.parametrize("streams", [1, 3, 4, 40])
+def test_parallel_evaluation_scores_every_token_once(streams):
+    """eval_streams: N contiguous parts, each from a zero state, plus the leftover; the
+    total equals scoring each part by itself as one stream (and one part is the exact
+    single stream)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(task="lm", hidden_size=8, embedding_dim=8, num_layers=2, dropout=0.0,
+                      softmax="adaptive", cutoffs="8,16")
+    model = LanguageModel(30, cfg).eval()
+    ids = torch.randint(0, 30, (103,))
+    got = evaluate_stream(model, ids, window=7, streams=streams)
+    assert got["tokens"] == 102
+    count = streams if streams > 1 and 102 // streams >= 2 else 1
+    width = 102 // count
+    parts = [ids[k * width: (k + 1) * width + 1] for k in range(count)]
+    if count * width < 102:
+        parts.append(ids[count * width:])
+    total = 0.0
+    for part in parts:  # each part alone, one exact stream, one long window
+        one = evaluate_stream(model, part, window=1000)
+        total += one["loss"] * one["tokens"]
+    assert sum(len(part) - 1 for part in parts) == 102
+    assert got["loss"] == pytest.approx(total / 102, rel=1e-5)
+    if streams > 1 and width >= 2:  # the resets change the figure, a little
+        assert got["loss"] != pytest.approx(evaluate_stream(model, ids)["loss"], rel=1e-7)
 
 
 def test_batchify_layout():

@@ -151,7 +151,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     sparse_lr: float = 0.1  # Adagrad rate for sparse tables (the n-gram branch)
     batch_size: int = 24
-    eval_batch_size: int = 256  # classification only; LM evaluation is one exact stream
+    eval_batch_size: int = 256  # classification: texts per evaluation batch
+    eval_streams: int = 1  # language models: evaluation reads the split as N parallel parts
     num_steps: int = 35  # language models: BPTT window length
     epochs: int = 10
     max_minutes: float = 0.0  # stop training (and checkpoint) after this many minutes; 0 = none
@@ -189,6 +190,7 @@ class TrainConfig:
             raise UsageError(f"--layer-lr-decay must be >= 1, got {self.layer_lr_decay}")
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         _check_range("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)
+        _check_range("eval_streams", self.eval_streams, 1, MAX_BATCH)
         _check_range("num_steps", self.num_steps, 1, MAX_BATCH)
         _check_range("epochs", self.epochs, 1, 1_000_000)
         _check_range("patience", self.patience, 0)
@@ -425,7 +427,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # training and 50,000 unlabelled reviews, never the test reviews, one review a line; the
     # closing 10% (unlabelled reviews) is validation. The classifier's tokenizer (basic,
     # lowercased), a 60k vocabulary, an adaptive softmax and bf16 matmuls for speed, locked
-    # and weight dropout as in AWD-LSTM.
+    # and weight dropout as in AWD-LSTM. Three epochs, SGD cosine-annealed over them (two gave
+    # valid perplexity 104.65 and were still improving); validation reads its 2.06M tokens as
+    # 16 parallel parts (1.7 min an epoch instead of 4.7; 0.02% off the one-stream figure on
+    # a 300k-token sample).
     "imdb-lm": {
         "data": dict(train="imdb:train", extra_train="imdb:unsup", min_freq=3,
                      max_vocab=60000),
@@ -433,8 +438,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       dropout=0.2, locked_dropout=True, weight_drop=0.2,
                       embedding_dropout=0.05, softmax="adaptive", cutoffs="2000,10000,30000",
                       init_range=0.05),
-        "train": dict(optimizer="sgd", lr=20.0, batch_size=32, num_steps=50, epochs=2,
-                      clip=0.25, schedule="cosine", precision="bf16", max_minutes=70),
+        "train": dict(optimizer="sgd", lr=20.0, batch_size=32, num_steps=50, epochs=3,
+                      clip=0.25, schedule="cosine", precision="bf16", max_minutes=90,
+                      eval_streams=16),
     },
     # ULMFiT on IMDB: give the language model with --init-from (an imdb-lm run); its encoder
     # settings are taken over. Slanted triangular rate, discriminative rates (2.6 per layer
@@ -548,6 +554,9 @@ HELP: dict[str, str] = {
     "sparse_lr": "Adagrad rate of the n-gram table",
     "batch_size": "examples (or language-model streams) per batch",
     "eval_batch_size": "classification: texts per evaluation batch",
+    "eval_streams": "language models: read each evaluated split as this many contiguous "
+                    "parts in parallel, each from a zero state (1 = one exact stream; more "
+                    "is faster on long splits, every token is still scored once)",
     "num_steps": "language models: BPTT window length in tokens",
     "epochs": "passes over the training data",
     "max_minutes": "stop training (resumably) after this many minutes (0 = no limit); cosine "

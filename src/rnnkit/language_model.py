@@ -22,7 +22,9 @@ With `ar_alpha` / `tar_beta`, the training objective adds AR on the last layer's
 outputs and TAR on its raw ones; the reported training loss stays the data's NLL.
 
 Evaluation is exact: the whole split is read as one stream (batch 1) with the state carried,
-and every token after the first is scored.
+and every token after the first is scored. `eval_streams` N > 1 reads it as N contiguous parts
+in parallel instead, each from a zero state: every token is still scored once, and N - 1 of
+them lose their context, a negligible change on long splits for a several-fold speed-up.
 """
 
 from __future__ import annotations
@@ -193,7 +195,8 @@ class LanguageModelTask:
 
     @torch.inference_mode()
     def evaluate(self, model: LanguageModel, split: str) -> dict:
-        metrics = evaluate_stream(model, self.data.splits[split])
+        metrics = evaluate_stream(model, self.data.splits[split],
+                                  streams=self.cfg.train.eval_streams)
         words = self.data.words.get(split)
         if words:  # a subword vocabulary: also per word, comparable with word-level models
             add_word_perplexity(metrics, words)
@@ -209,16 +212,36 @@ def add_word_perplexity(metrics: dict, words: int) -> None:
 
 
 @torch.inference_mode()
-def evaluate_stream(model: LanguageModel, ids: torch.Tensor, window: int = EVAL_WINDOW) -> dict:
-    """Exact per-token loss over `ids` read as one stream with the state carried."""
+def evaluate_stream(model: LanguageModel, ids: torch.Tensor, window: int = EVAL_WINDOW,
+                    streams: int = 1) -> dict:
+    """Per-token loss over `ids` read with the state carried: as one stream (exact), or cut
+    into `streams` contiguous parts read in parallel, each from a zero state (and the few
+    tokens left over as one more). Either way every token after the first is scored once."""
     model.eval()
-    state = model.initial_state(1)
     ids = ids.to(model.encoder.embedding.weight.device)
+    targets = len(ids) - 1
+    width = targets // streams if streams > 1 else 0
     total, count = 0.0, 0
-    for start in range(0, len(ids) - 1, window):
-        chunk = ids[start: start + window + 1]
-        features, state = model.features(chunk[:-1].unsqueeze(0), state)
-        total += float(model.token_nll(features, chunk[1:].unsqueeze(0), reduction="sum"))
-        count += len(chunk) - 1
-    loss = total / count
+    if width >= 2:
+        inputs = ids[: streams * width].view(streams, width)
+        shifted = ids[1: streams * width + 1].view(streams, width)
+        total, count = _read(model, inputs, shifted, window)
+        ids = ids[streams * width:]  # the leftover: its first token was the last target
+    if len(ids) > 1:
+        rest, more = _read(model, ids[:-1].unsqueeze(0), ids[1:].unsqueeze(0), window)
+        total, count = total + rest, count + more
+    loss = total / max(1, count)
     return {"loss": loss, "perplexity": perplexity(loss), "tokens": count}
+
+
+def _read(model: LanguageModel, inputs: torch.Tensor, targets: torch.Tensor,
+          window: int) -> tuple[float, int]:
+    """Summed loss and count over (B, N) inputs and targets, read in windows with the state
+    carried from a zero state."""
+    state = model.initial_state(inputs.shape[0])
+    total = 0.0
+    for start in range(0, inputs.shape[1], window):
+        features, state = model.features(inputs[:, start: start + window], state)
+        total += float(model.token_nll(features, targets[:, start: start + window],
+                                       reduction="sum"))
+    return total, inputs.numel()

@@ -1,6 +1,7 @@
 """SentencePiece subword vocabularies: learned from the training split only, carried in the
 run, used identically by every command, no unknown tokens, perplexity per word as well."""
 
+import io
 import json
 import math
 
@@ -16,6 +17,7 @@ from rnnkit.errors import UsageError
 from rnnkit.generate import LanguageModelRunner
 from rnnkit.predict import Predictor
 from rnnkit.rundir import RunDir
+from rnnkit.data.vocab import PAD, UNK, Vocab
 from conftest import make_reviews
 
 QUIET = dict(log=lambda *a, **k: None)
@@ -107,3 +109,32 @@ def test_a_classifier_started_from_a_subword_lm_uses_its_pieces(tmp_path):
     assert clf.config().data.tokenizer == "sentencepiece"
     assert clf.vocab().subword_model == lm.vocab().subword_model
     assert json.loads((tmp_path / "clf" / "config.json").read_text())["init_from"]["sha256"]
+
+
+def test_the_corpus_unknown_marker_stays_one_token(tmp_path):
+    """PTB and WikiText write unknown words as the text <unk>: a model keeps it as rnnkit's
+    <unk> (one token, as the word-level model reads it) and learns no pieces of it; models of
+    0.4.0 (whose own unknown piece is named <unk>) still read it as the pieces they learned."""
+    lines = [" ".join(t.split()[:12]) for t, _ in make_reviews(400)]
+    marked = [line.replace(" the ", " <unk> ") for line in lines]
+    assert sum(line.count("<unk>") for line in marked) > 100
+    model = subwords.train(marked, 300, "unigram")
+    assert subwords.keeps_unk(model)
+    assert not {"<", "unk", ">", "\u2581<"} & set(subwords.pieces(model))
+    split = subwords.tokenizer(model)
+    tokens = split("a <unk> film<unk> <unk>")
+    assert tokens.count("<unk>") == 3 and "<" not in "".join(tokens).replace("<unk>", "")
+    assert subwords.detokenize(tokens).split() == ["a", "<unk>", "film", "<unk>", "<unk>"]
+    assert split("a film") == subwords.processor(model).EncodeAsPieces("a film")
+    vocab = Vocab.from_subwords(model, [PAD, UNK])
+    assert vocab.encode(tokens).count(vocab.unk_id) == 3
+    assert len(vocab) == 300 + 1  # the model's unknown piece is our <unk>: <pad> more
+    spm = pytest.importorskip("sentencepiece")
+    old = io.BytesIO()  # as rnnkit 0.4.0 trained them
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(marked), model_writer=old, vocab_size=300, byte_fallback=True,
+        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, minloglevel=2)
+    old = old.getvalue()
+    assert not subwords.keeps_unk(old)
+    assert "<unk>" not in subwords.tokenizer(old)("a <unk> film")
+    assert Vocab.from_subwords(old, [PAD, UNK]).itos[:2] == [PAD, UNK]

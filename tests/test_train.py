@@ -108,6 +108,36 @@ def test_time_budget_stops_resumably(clf_files):
     assert history(straight) == history(run)
 
 
+@pytest.mark.parametrize("task", ["classify", "lm"])
+def test_time_budget_ends_an_annealed_schedule_with_a_validation(clf_files, lm_file, task):
+    """Cosine and slanted rates anneal over --max-minutes: when it is spent the schedule has
+    ended, so the part of the epoch that ran is validated (its weights kept if best) and the
+    run is finished; a resume has nothing to do until the budget grows."""
+    make = (lambda **k: classifier_cfg(clf_files, **k)) if task == "classify" else (
+        lambda **k: lm_cfg(lm_file, **k))
+    cfg = make(schedule="cosine" if task == "lm" else "slanted", max_minutes=1e-6)
+    run = lm_file.parent / f"annealed-{task}"
+    lines: list[str] = []
+    results = api.train_run(cfg, run, report=("valid",), log=lambda *a, **k: lines.append(
+        " ".join(map(str, a))))
+    rows = history(run)
+    assert results["finished"] and len(rows) == 1
+    saved = RunDir(run).load_trainer()["progress"]
+    assert saved["step"] == 1 and saved["finished"]
+    assert 0 < rows[0]["partial"] < 1
+    assert any(line.startswith("epoch 1 (") and "of it): train loss" in line for line in lines)
+    assert (run / "model.safetensors").exists() and (run / "results.json").exists()
+    lines.clear()
+    api.train_run(RunDir(run).config(), run, resume=True, report=(),
+                  log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert any("nothing to resume" in line for line in lines)
+    assert RunDir(run).load_trainer()["progress"]["step"] == 1
+    # a larger budget continues it (a new epoch from the rate the budget now gives)
+    api.train_run(RunDir(run).config().override(max_minutes=0.0), run, resume=True,
+                  report=(), **QUIET)
+    assert len(history(run)) == 3 and "partial" not in history(run)[-1]
+
+
 # --- exact resume ---------------------------------------------------------------------------
 
 

@@ -39,7 +39,8 @@ def plot_curve(history: list[dict], metric: str, path: Path) -> None:
     if not history:
         return
     plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
+    # an epoch the time budget ended (see train.end_of_epoch) sits where it stopped
+    epochs = [h["epoch"] - 1 + h["partial"] if "partial" in h else h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     left.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     left.plot(epochs, [h["valid_loss"] for h in history], "o-", label="valid")

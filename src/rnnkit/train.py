@@ -364,9 +364,13 @@ def _notes(cfg: RunConfig, device: torch.device, log: Any) -> None:
 
 def can_continue(cfg: RunConfig, progress: Progress) -> bool:
     """Whether a run has epochs left: a finished run continues when --epochs grew (and, after
-    an early stop, when --patience grew past its epochs without improvement)."""
+    an early stop, when --patience grew past its epochs without improvement; after a time
+    budget that ended an annealed schedule, when --max-minutes grew or is 0)."""
     patience_spent = cfg.train.patience and progress.bad_epochs >= cfg.train.patience
-    return progress.epoch < cfg.train.epochs and not patience_spent
+    budget_spent = bool(progress.history and progress.history[-1].get("partial")
+                        and cfg.train.max_minutes
+                        and progress.elapsed >= cfg.train.max_minutes * 60)
+    return progress.epoch < cfg.train.epochs and not patience_spent and not budget_spent
 
 
 def train(run: RunDir, cfg: RunConfig, task: Task, session: Session, max_steps: int = 0,
@@ -393,6 +397,11 @@ def train(run: RunDir, cfg: RunConfig, task: Task, session: Session, max_steps: 
         loop.interrupt = interrupt
         while progress.epoch < cfg.train.epochs and not loop.stop_reason:
             if not loop.train_epoch():
+                if loop.annealed_by_budget():
+                    # The rate has reached its end: the weights of this part of an epoch
+                    # are the schedule's last, so they are validated (and kept if best).
+                    loop.end_of_epoch(partial=True)
+                    break
                 run.save_trainer(session.trainer_state())  # stopped inside the epoch
                 if not run.weights_path.exists():
                     session.save_best(run)  # something to evaluate and predict with
@@ -436,6 +445,12 @@ class _Loop:
         if self.cfg.train.schedule == "cosine":
             return cosine_lr(self.cfg, step, self.steps_total)
         return slanted_lr(self.cfg, step, self.steps_total)
+
+    def annealed_by_budget(self) -> bool:
+        """Whether the time budget stopped a cosine or slanted schedule, which it anneals:
+        the run has then reached its schedule's end, whatever the epochs left."""
+        return (self.budget > 0 and self.cfg.train.schedule in ("cosine", "slanted")
+                and self.stop_reason.startswith("time budget"))
 
     def train_epoch(self) -> bool:
         """Run the epoch's remaining batches; False when stopped inside the epoch."""
@@ -547,11 +562,13 @@ class _Loop:
             return f"stopped after {self.max_steps} steps"
         return ""
 
-    def end_of_epoch(self) -> None:
+    def end_of_epoch(self, partial: bool = False) -> None:
         """Validate, keep the best weights, decay on a plateau, stop early, checkpoint.
 
         With NT-ASGD, validation reads the averaged weights once there are any, and the
-        validation loss may trigger the averaging (from the next step on)."""
+        validation loss may trigger the averaging (from the next step on). `partial`: the
+        time budget ended the epoch (and an annealed schedule with it): its record says how
+        much of the epoch ran, and the run is finished."""
         cfg, task, run, session = self.cfg, self.task, self.run, self.session
         progress, ntasgd = session.progress, session.ntasgd
         train_loss = progress.epoch_loss / max(1, progress.epoch_count)
@@ -582,15 +599,21 @@ class _Loop:
                   "seconds": round(time.monotonic() - self.clock, 1)}
         if ntasgd is not None:  # whether this validation read the averaged weights
             record["averaged"] = session.averaging()
+        share = ""
+        if partial:
+            done = progress.batch / max(1, len(task.train_batches(progress.epoch)))
+            record["partial"] = round(done, 4)
+            share = f" ({done:.0%} of it)"
         progress.history.append(record)
-        self.log(f"epoch {epoch}: train loss {train_loss:.4f}  valid {task.metric} "
+        self.log(f"epoch {epoch}{share}: train loss {train_loss:.4f}  valid {task.metric} "
                  f"{value:.4f}{task.valid_note(metrics)}{'  (best)' if improved else ''}  "
                  f"lr {self.lr:.4g}  "
                  f"{record['seconds']:.0f}s", flush=True)
         progress.epoch, progress.batch = epoch, 0
         if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:
             self.stop_reason = f"early stop: no improvement for {progress.bad_epochs} epochs"
-        if progress.epoch >= cfg.train.epochs or self.stop_reason.startswith("early"):
+        if (progress.epoch >= cfg.train.epochs or self.stop_reason.startswith("early")
+                or partial):
             progress.finished = True
         run.save_trainer(session.trainer_state())
         run.write_metrics(progress.history)

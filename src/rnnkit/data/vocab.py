@@ -72,10 +72,11 @@ class Vocab:
 
     @classmethod
     def from_subwords(cls, model: bytes, specials: Sequence[str]) -> "Vocab":
-        """Specials, then a SentencePiece model's pieces in its order (its <unk> is ours)."""
+        """Specials, then a SentencePiece model's pieces in its order (its unknown piece, id
+        0, is our <unk>)."""
         from rnnkit.data.tokenizers import sentencepiece as subwords
 
-        pieces = [p for p in subwords.pieces(model) if p != UNK and p not in specials]
+        pieces = [p for p in subwords.pieces(model)[1:] if p not in specials]
         vocab = cls(list(specials) + pieces, specials)
         vocab.subword_model = model
         return vocab

@@ -159,7 +159,7 @@ def write_card(run: Any, results: dict[str, Any] | None = None) -> None:
     if history:
         best_key = "valid_perplexity" if task == "lm" else "valid_accuracy"
         lines += ["", "Per epoch: " + "; ".join(
-            f"{_epoch_label(h)}: {best_key.split('_')[1]} {h[best_key]:.4g}"
+            f"{epoch_label(h)}: {best_key.split('_')[1]} {h[best_key]:.4g}"
             for h in history if best_key in h) + "."]
     if results:
         seconds = results.get("train_seconds")
@@ -182,8 +182,9 @@ def write_card(run: Any, results: dict[str, Any] | None = None) -> None:
     atomic_write_text(run.path / "README.md", "\n".join(lines))
 
 
-def _epoch_label(record: dict) -> str:
-    """An epoch as the card names it: 3, or 4 (62% of it) when the time budget ended it."""
+def epoch_label(record: dict) -> str:
+    """An epoch as the card and the training log name it: 3, or 4 (62% of it) when the time
+    budget ended it."""
     if "partial" in record:
         return f"{record['epoch']} ({record['partial']:.0%} of it)"
     return str(record["epoch"])

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rnnkit import distributed
+from rnnkit.card import epoch_label
 from rnnkit.config import RunConfig
 from rnnkit.errors import UsageError
 from rnnkit.models.regularizers import NTASGD
@@ -449,7 +450,7 @@ class _Loop:
     def annealed_by_budget(self) -> bool:
         """Whether the time budget stopped a cosine or slanted schedule, which it anneals:
         the run has then reached its schedule's end, whatever the epochs left."""
-        return (self.budget > 0 and self.cfg.train.schedule in ("cosine", "slanted")
+        return (self.cfg.train.schedule in ("cosine", "slanted")
                 and self.stop_reason.startswith("time budget"))
 
     def train_epoch(self) -> bool:
@@ -599,15 +600,13 @@ class _Loop:
                   "seconds": round(time.monotonic() - self.clock, 1)}
         if ntasgd is not None:  # whether this validation read the averaged weights
             record["averaged"] = session.averaging()
-        share = ""
         if partial:
             done = progress.batch / max(1, len(task.train_batches(progress.epoch)))
             record["partial"] = round(done, 4)
-            share = f" ({done:.0%} of it)"
         progress.history.append(record)
-        self.log(f"epoch {epoch}{share}: train loss {train_loss:.4f}  valid {task.metric} "
-                 f"{value:.4f}{task.valid_note(metrics)}{'  (best)' if improved else ''}  "
-                 f"lr {self.lr:.4g}  "
+        self.log(f"epoch {epoch_label(record)}: train loss {train_loss:.4f}  "
+                 f"valid {task.metric} {value:.4f}{task.valid_note(metrics)}"
+                 f"{'  (best)' if improved else ''}  lr {self.lr:.4g}  "
                  f"{record['seconds']:.0f}s", flush=True)
         progress.epoch, progress.batch = epoch, 0
         if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:

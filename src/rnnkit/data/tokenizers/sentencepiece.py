@@ -23,10 +23,10 @@ import io
 import re
 from typing import Iterable
 
+from rnnkit.data.vocab import UNK  # rnnkit's unknown token, and the text corpora mark it by
 from rnnkit.errors import UsageError
 
 MARK = "\u2581"  # SentencePiece's word-boundary mark
-UNK = "<unk>"  # rnnkit's unknown token (rnnkit.data.vocab.UNK), and the text corpora mark it by
 MODEL_UNK = "<subword-unk>"  # the model's own unknown piece (never produced: byte fallback)
 MAX_TRAINING_TEXTS = 2_000_000  # a random sample of this many texts trains the model
 
@@ -62,7 +62,8 @@ def train(texts: Iterable[str], vocab_size: int, model_type: str, seed: int = 1)
         spm.SentencePieceTrainer.train(
             sentence_iterator=(line for line in lines if line), model_writer=out,
             vocab_size=vocab_size, model_type=model_type, byte_fallback=True,
-            unk_id=0, unk_piece=MODEL_UNK, bos_id=-1, eos_id=-1, pad_id=-1, character_coverage=0.9995,
+            unk_id=0, unk_piece=MODEL_UNK, bos_id=-1, eos_id=-1, pad_id=-1,
+            character_coverage=0.9995,
             input_sentence_size=MAX_TRAINING_TEXTS, shuffle_input_sentence=True,
             max_sentence_length=1 << 16, num_threads=1,
             minloglevel=2, train_extremely_large_corpus=False)

@@ -85,6 +85,11 @@ def test_resume_is_exact(tmp_path, tsv_data, capsys, extra):
         assert set(metrics["branch_accuracy"]) == {"encoder", "ngrams"}
         assert {"valid_encoder_accuracy", "valid_ngrams_accuracy"} <= set(history[-1])
         assert "encoder alone" in err
+        # the encoder's weight in the mix is fitted at each validation and saved with the
+        # best epoch's weights, which `evaluate` reads
+        best = max(history, key=lambda r: r["valid_accuracy"])
+        assert metrics["encoder_weight"] == best["encoder_weight"]
+        assert "mix" in load_file(split / "model.safetensors")
     else:
         assert "branch_accuracy" not in metrics and "valid_ngrams_accuracy" not in history[-1]
     out = cli(capsys, "predict", split, "superb brilliant film", "dull waste")[1]

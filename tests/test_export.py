@@ -180,7 +180,6 @@ def test_predictor_encodes_raw_text_as_training_did(tmp_path, how):
     probabilities of the evaluation path, which reads the training-time encoding."""
     from rnnkit.classification import ClassificationTask
     from rnnkit.data.splits import load_classification
-    from rnnkit.models.classifier import Classifier as Model
     from rnnkit.data.readers import read_labeled
     from rnnkit.rundir import RunDir
 
@@ -195,7 +194,8 @@ def test_predictor_encodes_raw_text_as_training_did(tmp_path, how):
     assert max(len(a) for a in data.splits["valid"].full_ids) > 7  # the cut matters
     with torch.inference_mode():
         batch = task._batch("valid", np.arange(len(texts)))
-        expected = Model.log_probs(predictor.model(batch.ids, batch.lengths, batch.ngrams)).exp()
+        expected = predictor.model.log_probs(
+            predictor.model(batch.ids, batch.lengths, batch.ngrams)).exp()
     assert np.abs(predictor.probabilities(texts, batch_size=7) - expected.numpy()).max() < 1e-5
 
 

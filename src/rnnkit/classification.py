@@ -20,7 +20,7 @@ from rnnkit.config import RunConfig
 from rnnkit.data.splits import ClassificationData, LabeledSplit, load_classification
 from rnnkit.data.embeddings import embedding_matrix
 from rnnkit.metrics import classification_report
-from rnnkit.models.classifier import Classifier
+from rnnkit.models.classifier import Classifier, mix_log_probs
 from rnnkit.ngrams import NgramFeatures
 from rnnkit.precision import autocast
 from rnnkit.runner import build_model
@@ -90,7 +90,24 @@ def _alone(metrics: dict) -> str:
     branches = metrics.get("branch_accuracy")
     if not branches:
         return ""
-    return f"encoder alone {branches['encoder']:.4f}, n-grams alone {branches['ngrams']:.4f}"
+    return (f"encoder alone {branches['encoder']:.4f}, n-grams alone {branches['ngrams']:.4f}, "
+            f"encoder weight {metrics.get('encoder_weight', 0.5):.2f}")
+
+
+MIX_GRID = 20  # the encoder's weight is fitted among 0, 1/20, ..., 1
+
+
+def fit_mix(parts: list[torch.Tensor], labels: torch.Tensor) -> float:
+    """The encoder's weight w in w * encoder + (1 - w) * n-grams (log-probabilities,
+    renormalized) with the least log-loss on these examples; ties go to the weight nearest
+    0.5. Log-loss, not accuracy: it is smooth in w, so a few examples do not decide it."""
+    best, best_loss = 0.5, float("inf")
+    for k in sorted(range(MIX_GRID + 1), key=lambda k: abs(k - MIX_GRID / 2)):
+        weight = k / MIX_GRID
+        loss = float(F.nll_loss(mix_log_probs(parts, weight), labels))
+        if loss < best_loss - 1e-12:
+            best, best_loss = weight, loss
+    return best
 
 
 class ClassificationTask:
@@ -132,8 +149,11 @@ class ClassificationTask:
         return float(loss)
 
     def epoch_extras(self, train_loss: float, valid: dict) -> dict[str, float]:
-        return {f"valid_{name}_accuracy": accuracy
-                for name, accuracy in valid.get("branch_accuracy", {}).items()}
+        extras = {f"valid_{name}_accuracy": accuracy
+                  for name, accuracy in valid.get("branch_accuracy", {}).items()}
+        if "encoder_weight" in valid:
+            extras["encoder_weight"] = valid["encoder_weight"]
+        return extras
 
     def valid_note(self, valid: dict) -> str:
         alone = _alone(valid)
@@ -206,25 +226,33 @@ class ClassificationTask:
         return loss, batch.size, None  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def evaluate(self, model: Classifier, split: str) -> dict:
+    def evaluate(self, model: Classifier, split: str, fit: bool = False) -> dict:
+        """Metrics of `model` on `split`. fit (validation during training): first fit the
+        encoder's weight in the mix of the two branches on this split (see fit_mix)."""
         model.eval()
         source = self.data.splits[split]
         lengths = np.fromiter((len(a) for a in source.ids), dtype=np.int64)
-        pred = np.zeros(len(source.ids), dtype=np.int64)
-        total_loss, branch_hits = 0.0, None
+        parts: list[torch.Tensor] | None = None  # each branch's log-probabilities, in order
         for index in batch_plan(lengths, self.cfg.train.eval_batch_size, None, True):
             batch = self._batch(split, index).to(_device(model))
             branches = model(batch.ids, batch.lengths, batch.ngrams)
-            log_probs = Classifier.log_probs(branches)
-            total_loss += float(F.nll_loss(log_probs, batch.labels, reduction="sum"))
-            pred[index] = log_probs.argmax(-1).cpu().numpy()
-            if len(branches) > 1:  # each branch on its own, to see what each brings
-                hits = [int((b.argmax(-1) == batch.labels).sum()) for b in branches]
-                branch_hits = hits if branch_hits is None else [
-                    a + b for a, b in zip(branch_hits, hits)]
+            if parts is None:
+                parts = [torch.zeros(len(source.ids), b.shape[1]) for b in branches]
+            rows = torch.from_numpy(index)
+            for part, logits in zip(parts, branches):
+                part[rows] = F.log_softmax(logits.float(), dim=-1).cpu()
+        parts = parts or [torch.zeros(0, len(self.data.classes))]
+        labels = torch.from_numpy(np.asarray(source.labels, dtype=np.int64))
+        if fit and len(parts) > 1:
+            model.mix.fill_(fit_mix(parts, labels))
+        log_probs = (model.log_probs_of(parts) if len(parts) > 1 else parts[0])
+        pred = log_probs.argmax(-1).numpy()
         report = classification_report(source.labels, pred, self.data.label_names)
-        report["loss"] = total_loss / max(1, len(pred))
-        if branch_hits is not None:
-            report["branch_accuracy"] = {name: hits / max(1, len(pred)) for name, hits in
-                                         zip(("encoder", "ngrams"), branch_hits)}
+        loss = float(F.nll_loss(log_probs, labels, reduction="sum"))
+        report["loss"] = loss / max(1, len(pred))
+        if len(parts) > 1:  # each branch on its own, to see what each brings
+            report["branch_accuracy"] = {
+                name: float((part.argmax(-1) == labels).float().mean()) if len(pred) else 0.0
+                for name, part in zip(("encoder", "ngrams"), parts)}
+            report["encoder_weight"] = float(model.mix)
         return report

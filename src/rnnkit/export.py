@@ -82,7 +82,7 @@ class ClassifierProbabilities(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         ids, lengths = self.cut(ids, lengths)
-        return Classifier.log_probs(self.model(ids, lengths)).exp()  # (B, C)
+        return self.model.log_probs(self.model(ids, lengths)).exp()  # (B, C)
 
 
 class LanguageModelStep(nn.Module):

@@ -194,7 +194,8 @@ class LanguageModelTask:
         return float(loss) / scale
 
     @torch.inference_mode()
-    def evaluate(self, model: LanguageModel, split: str) -> dict:
+    def evaluate(self, model: LanguageModel, split: str, fit: bool = False) -> dict:
+        """Perplexity of `split` (fit: nothing of a language model is fitted on validation)."""
         metrics = evaluate_stream(model, self.data.splits[split],
                                   streams=self.cfg.train.eval_streams)
         words = self.data.words.get(split)

@@ -88,7 +88,7 @@ class Predictor:
              index: np.ndarray) -> np.ndarray:
         batch = collate([ids[i] for i in index], self.vocab.pad_id,
                         ngrams=[grams[i] for i in index] if grams is not None else None)
-        return Classifier.log_probs(self.model(batch.ids, batch.lengths, batch.ngrams)).exp(
+        return self.model.log_probs(self.model(batch.ids, batch.lengths, batch.ngrams)).exp(
             ).numpy()
 
     def _pipelined(self, texts: list[str]) -> np.ndarray:

@@ -327,6 +327,7 @@ class RunDir:
         except Exception as exc:  # safetensors and torch raise several types for these
             raise UsageError(f"{path}: corrupted weights or weights of another model "
                              f"({_first_line(exc)})") from None
+        missing = [k for k in missing if k not in getattr(model, "optional_state", ())]
         if missing or unexpected:
             raise UsageError(f"{path}: weights do not match config.json (missing "
                              f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")

@@ -11,7 +11,9 @@ Pooling over right-padded outputs (B, T, D) with lengths (B,):
 The n-gram branch (data.ngram_order > 0) scores hashed word n-grams present in the text, each
 scaled by its naive-Bayes log-count ratio computed on the training split (the NBSVM recipe of
 Wang & Manning 2012), through a learned per-feature weight. Both branches are trained with their
-own loss; the prediction averages their log-probabilities.
+own loss; the prediction is a weighted mean of their log-probabilities, renormalized: the
+encoder's weight (buffer `mix`, 0.5 until fitted) is fitted on the validation split at each
+validation during training (classification.fit_mix) and saved with the weights.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class Classifier(nn.Module):
         self.head = nn.Linear(width * parts, num_classes)
         self.ngrams = (NgramBag(ngram_buckets, num_classes, cfg.ngram_dropout)
                        if ngram_buckets else None)
+        if self.ngrams is not None:  # the encoder's weight in the mix (the n-grams: 1 - mix)
+            self.register_buffer("mix", torch.tensor([0.5]))
 
     def pool(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, seq_len, width = outputs.shape
@@ -113,8 +117,21 @@ class Classifier(nn.Module):
             branches.append(self.ngrams(ngrams[0], ngrams[1], ids.shape[0]))
         return branches
 
-    @staticmethod
-    def log_probs(branches: list[torch.Tensor]) -> torch.Tensor:
-        """Average of the branches' log-probabilities, renormalized: (B, C)."""
-        mean = torch.stack([F.log_softmax(b, dim=-1) for b in branches]).mean(0)
-        return F.log_softmax(mean, dim=-1)
+    # Saved state a run of an older version lacks; loading keeps the default (0.5, the plain
+    # average those versions used).
+    optional_state = ("mix",)
+
+    def log_probs(self, branches: list[torch.Tensor]) -> torch.Tensor:
+        """The branches' log-probabilities mixed with the encoder's weight `mix`: (B, C)."""
+        return self.log_probs_of([F.log_softmax(b, dim=-1) for b in branches])
+
+    def log_probs_of(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The same from each branch's log-probabilities."""
+        return mix_log_probs(parts, float(self.mix) if len(parts) > 1 else 1.0)
+
+
+def mix_log_probs(log_probs: list[torch.Tensor], weight: float) -> torch.Tensor:
+    """weight * the encoder's + (1 - weight) * the n-grams' log-probabilities, renormalized."""
+    if len(log_probs) == 1:
+        return log_probs[0]
+    return F.log_softmax(weight * log_probs[0] + (1.0 - weight) * log_probs[1], dim=-1)

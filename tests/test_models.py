@@ -227,8 +227,8 @@ def test_dropout_keeps_the_expectation_and_is_off_in_eval():
     assert drop(x) is x
 
 
-def test_branch_mix_is_fitted_by_log_loss():
-    from rnnkit.classification import fit_mix
+def test_branch_mix_is_fitted_for_accuracy_then_log_loss():
+    from rnnkit.classification import MIX_GRID, fit_mix
     from rnnkit.models.classifier import mix_log_probs
     labels = torch.tensor([0, 1, 0, 1])
     right = torch.log(torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]]))
@@ -236,12 +236,15 @@ def test_branch_mix_is_fitted_by_log_loss():
     assert fit_mix([right, wrong], labels) == 1.0  # the encoder alone
     assert fit_mix([wrong, right], labels) == 0.0  # the n-grams alone
     assert fit_mix([right, right], labels) == 0.5  # no difference: the plain average
-    # a sure but sometimes wrong branch beside a hesitant, right one: a weight in between
+    # a sure branch that is wrong once beside a hesitant one that is always right: only a
+    # weight above 0.84 gets all four right; of those, the one of least log-loss
     sure = torch.log(torch.tensor([[0.99, 0.01], [0.01, 0.99], [0.01, 0.99], [0.01, 0.99]]))
     w = fit_mix([right, sure], labels)
-    assert 0.0 < w < 1.0 and w != 0.5
-    mixed = mix_log_probs([right, sure], w)
-    torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(4))
     loss = torch.nn.functional.nll_loss
-    assert loss(mixed, labels) <= min(loss(mix_log_probs([right, sure], v / 20), labels)
-                                      for v in range(21)) + 1e-9
+    grid = [k / MIX_GRID for k in range(MIX_GRID + 1)]
+    perfect = [v for v in grid
+               if bool((mix_log_probs([right, sure], v).argmax(-1) == labels).all())]
+    assert perfect and min(perfect) > 0.84 and w in perfect
+    assert loss(mix_log_probs([right, sure], w), labels) == min(
+        loss(mix_log_probs([right, sure], v), labels) for v in perfect)
+    torch.testing.assert_close(mix_log_probs([right, sure], w).exp().sum(-1), torch.ones(4))

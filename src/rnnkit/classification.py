@@ -99,14 +99,18 @@ MIX_GRID = 20  # the encoder's weight is fitted among 0, 1/20, ..., 1
 
 def fit_mix(parts: list[torch.Tensor], labels: torch.Tensor) -> float:
     """The encoder's weight w in w * encoder + (1 - w) * n-grams (log-probabilities,
-    renormalized) with the least log-loss on these examples; ties go to the weight nearest
-    0.5. Log-loss, not accuracy: it is smooth in w, so a few examples do not decide it."""
-    best, best_loss = 0.5, float("inf")
+    renormalized) that is most accurate on these examples; among equally accurate weights,
+    the one of least log-loss, then the one nearest 0.5 (the plain average). Accuracy, the
+    metric that keeps an epoch's weights, and not log-loss alone: fitted on one half of a
+    validation split and scored on the other, it was as good or better on every run tried
+    (IMDB and short reviews), where log-loss alone fell below the plain average once."""
+    best, best_key = 0.5, (-1.0, 0.0)
     for k in sorted(range(MIX_GRID + 1), key=lambda k: abs(k - MIX_GRID / 2)):
         weight = k / MIX_GRID
-        loss = float(F.nll_loss(mix_log_probs(parts, weight), labels))
-        if loss < best_loss - 1e-12:
-            best, best_loss = weight, loss
+        mixed = mix_log_probs(parts, weight)
+        key = (float((mixed.argmax(-1) == labels).sum()), -float(F.nll_loss(mixed, labels)))
+        if key > best_key and (key[0] > best_key[0] or key[1] > best_key[1] + 1e-12):
+            best, best_key = weight, key
     return best
 
 
@@ -252,7 +256,7 @@ class ClassificationTask:
         report["loss"] = loss / max(1, len(pred))
         if len(parts) > 1:  # each branch on its own, to see what each brings
             report["branch_accuracy"] = {
-                name: float((part.argmax(-1) == labels).float().mean()) if len(pred) else 0.0
+                name: int((part.argmax(-1) == labels).sum()) / max(1, len(pred))
                 for name, part in zip(("encoder", "ngrams"), parts)}
-            report["encoder_weight"] = float(model.mix)
+            report["encoder_weight"] = round(float(model.mix), 4)
         return report

@@ -347,7 +347,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Our best sentiment recipe: a bidirectional LSTM over fine-tuned GloVe with max+mean
     # pooling, beside an n-gram bag branch whose features are weighted by naive-Bayes log-count
     # ratios (the NBSVM idea); each branch is trained with its own loss and the prediction
-    # averages their log-probabilities. Reviews keep their first and last tokens up to 400.
+    # mixes their log-probabilities, the encoder's weight fitted on validation (for accuracy).
+    # Reviews keep their first and last tokens up to 400.
     "imdb-best": {
         "data": dict(dataset="imdb", max_len=400, truncate="head+tail", embeddings="glove-6b-50d",
                      min_freq=2, ngram_order=3, ngram_buckets=1 << 24),
@@ -520,7 +521,8 @@ HELP: dict[str, str] = {
     "add_eos": "language models: end each line with an <eos> token",
     "embeddings": "pretrained word vectors: a registered name (glove-6b-50d) or a file",
     "embeddings_unknown": "starting rows for words the vectors lack",
-    "ngram_order": "classification: add an n-gram bag branch up to this order (0 = off)",
+    "ngram_order": "classification: add an n-gram bag branch up to this order (0 = off); "
+                   "its mix with the encoder is fitted on validation",
     "ngram_buckets": "size of the hashed n-gram table",
     # model
     "task": "classify (labelled texts) or lm (language model of a corpus)",

@@ -90,6 +90,8 @@ def test_resume_is_exact(tmp_path, tsv_data, capsys, extra):
         best = max(history, key=lambda r: r["valid_accuracy"])
         assert metrics["encoder_weight"] == best["encoder_weight"]
         assert "mix" in load_file(split / "model.safetensors")
+        line = cli(capsys, "evaluate", split, "--split", "valid")[1].splitlines()[0]
+        assert f"encoder weight {metrics['encoder_weight']:.2f}" in line
     else:
         assert "branch_accuracy" not in metrics and "valid_ngrams_accuracy" not in history[-1]
     out = cli(capsys, "predict", split, "superb brilliant film", "dull waste")[1]

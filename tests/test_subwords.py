@@ -1,6 +1,7 @@
 """SentencePiece subword vocabularies: learned from the training split only, carried in the
 run, used identically by every command, no unknown tokens, perplexity per word as well."""
 
+import contextlib
 import io
 import json
 import math
@@ -14,6 +15,7 @@ from rnnkit.data import splits as data_module
 from rnnkit.data.tokenizers import sentencepiece as subwords
 from rnnkit.config import preset
 from rnnkit.errors import UsageError
+from rnnkit.cli import main
 from rnnkit.generate import LanguageModelRunner
 from rnnkit.predict import Predictor
 from rnnkit.rundir import RunDir
@@ -80,6 +82,10 @@ def test_a_subword_language_model_reports_perplexity_per_token_and_per_word(tmp_
     scored = runner.score(lines[-80:])
     assert scored["unknown_tokens"] == 0
     assert scored["word_perplexity"] == pytest.approx(valid["word_perplexity"], rel=1e-4)
+    out = io.StringIO()  # `rnnkit evaluate` prints the per-word figure too
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["evaluate", str(tmp_path / "lm"), "--split", "valid"]) == 0
+    assert f"per word {valid['word_perplexity']:.2f} over {words:,} words" in out.getvalue()
 
 
 def test_subword_settings_errors_are_one_line_and_leave_nothing(tmp_path):

@@ -85,7 +85,7 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _alone(metrics: dict) -> str:
+def branch_note(metrics: dict) -> str:
     """Each branch's own accuracy, for a run with the n-gram branch ("" without one)."""
     branches = metrics.get("branch_accuracy")
     if not branches:
@@ -160,14 +160,14 @@ class ClassificationTask:
         return extras
 
     def valid_note(self, valid: dict) -> str:
-        alone = _alone(valid)
+        alone = branch_note(valid)
         return f" ({alone})" if alone else ""
 
     def live(self, loss: float, rate: float) -> dict[str, str]:
         return {"loss": f"{loss:.3f}", "ex/s": f"{rate:,.0f}"}
 
     def summary(self, metrics: dict) -> str:
-        alone = _alone(metrics)
+        alone = branch_note(metrics)
         return (f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
                 f"({metrics['examples']:,} examples){'; ' + alone if alone else ''}")
 

@@ -150,11 +150,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics))
     elif "perplexity" in metrics:
+        words = (f"  per word {metrics['word_perplexity']:.2f} over {metrics['words']:,} words"
+                 if "word_perplexity" in metrics else "")  # a subword vocabulary
         print(f"{args.split}: perplexity {metrics['perplexity']:.2f}  loss {metrics['loss']:.4f}"
-              f"  tokens {metrics['tokens']:,}")
+              f"  tokens {metrics['tokens']:,}{words}")
     else:
+        from rnnkit.classification import branch_note
+
+        alone = branch_note(metrics)  # a run with the n-gram branch: each branch alone
         print(f"{args.split}: accuracy {metrics['accuracy']:.4f}  macro F1 "
-              f"{metrics['macro_f1']:.4f}  ({metrics['examples']:,} examples)")
+              f"{metrics['macro_f1']:.4f}  ({metrics['examples']:,} examples)"
+              + (f"; {alone}" if alone else ""))
         for name, row in metrics["per_class"].items():
             print(f"  {name:>12}: precision {row['precision']:.4f}  recall {row['recall']:.4f}"
                   f"  F1 {row['f1']:.4f}  support {row['support']}")

@@ -109,7 +109,8 @@ def fit_mix(parts: list[torch.Tensor], labels: torch.Tensor) -> float:
         weight = k / MIX_GRID
         mixed = mix_log_probs(parts, weight)
         key = (float((mixed.argmax(-1) == labels).sum()), -float(F.nll_loss(mixed, labels)))
-        if key > best_key and (key[0] > best_key[0] or key[1] > best_key[1] + 1e-12):
+        more_accurate = key[0] > best_key[0]
+        if more_accurate or (key[0] == best_key[0] and key[1] > best_key[1] + 1e-12):
             best, best_key = weight, key
     return best
 
@@ -249,7 +250,7 @@ class ClassificationTask:
         labels = torch.from_numpy(np.asarray(source.labels, dtype=np.int64))
         if fit and len(parts) > 1:
             model.mix.fill_(fit_mix(parts, labels))
-        log_probs = (model.log_probs_of(parts) if len(parts) > 1 else parts[0])
+        log_probs = model.log_probs_of(parts)
         pred = log_probs.argmax(-1).numpy()
         report = classification_report(source.labels, pred, self.data.label_names)
         loss = float(F.nll_loss(log_probs, labels, reduction="sum"))

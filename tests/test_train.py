@@ -400,16 +400,18 @@ def test_language_model_settings_refused_before_writing(lm_file, tmp_path, capsy
 def test_json_output_is_the_only_thing_on_stdout(clf_files, lm_file, tmp_path):
     clf, lm = tmp_path / "clf", tmp_path / "lm"
     tiny = ["--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1", "--log-every", "1"]
-    for args in (["train", "--train", clf_files["train"], "--out", clf, "--min-freq", "1",
-                  *tiny, "--json"],
-                 ["train", "--preset", "lm", *LM_CLASSIC,
-                  "--train", lm_file, "--out", lm, *tiny, "--json"],
-                 ["evaluate", clf, "--split", "valid", "--json"],
-                 ["generate", lm, "--prompt", "the", "--json"],
-                 ["score", lm, lm_file, "--json"]):
-        proc = _start(args)
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        assert isinstance(json.loads(out), dict), out  # one JSON object and nothing else
-        if args[0] == "train":
-            assert "epoch 1 1/" in err  # progress went to standard error
+    trains = (["train", "--train", clf_files["train"], "--out", clf, "--min-freq", "1", *tiny,
+               "--json"],
+              ["train", "--preset", "lm", *LM_CLASSIC, "--train", lm_file, "--out", lm, *tiny,
+               "--json"])
+    reads = (["evaluate", clf, "--split", "valid", "--json"],
+             ["generate", lm, "--prompt", "the", "--json"],
+             ["score", lm, lm_file, "--json"])
+    for group in (trains, reads):  # the commands of a group run side by side
+        procs = [(args, _start(args)) for args in group]
+        for args, proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert isinstance(json.loads(out), dict), out  # one JSON object and nothing else
+            if args[0] == "train":
+                assert "epoch 1 1/" in err  # progress went to standard error

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,10 @@ def check_memory(task: Task | None, cfg: RunConfig, vocab_size: int = 2,
     """Refuse a model whose weights, gradients and optimizer state (four copies in float32)
     cannot fit in this machine's free memory, before it is built. The model is counted on
     torch's `meta` device, which allocates nothing."""
-    with torch.device("meta"):
+    # A dry count: torch's notes on building it (zero-sized adaptive-softmax projections of a
+    # tiny model, say) are not the user's business here.
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         if task is not None:
             model = task.build_model()
         else:  # before the data is read: the smallest vocabulary the settings allow

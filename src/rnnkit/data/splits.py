@@ -202,7 +202,7 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
 
     built = vocab is None
     if vocab is None and subwords is not None:
-        vocab = Vocab.from_subwords(subwords, CLASSIFY_SPECIALS)
+        vocab = Vocab.from_subwords(subwords, CLASSIFY_SPECIALS, raw["train"].counts())
     elif vocab is None:
         vocab = Vocab.from_counts(raw["train"].counts(), CLASSIFY_SPECIALS, cfg.min_freq,
                                   cfg.max_vocab)
@@ -397,7 +397,7 @@ def load_corpus(cfg: DataConfig, want: tuple[str, ...] = ("train", "valid", "tes
         words[split] = int(f.words[-1]) if f.lines else 0
     built = vocab is None
     if vocab is None and subwords is not None:
-        vocab = Vocab.from_subwords(subwords, LM_SPECIALS)
+        vocab = Vocab.from_subwords(subwords, LM_SPECIALS, _counts(segments["train"]))
     elif vocab is None:
         vocab = Vocab.from_counts(_counts(segments["train"]), LM_SPECIALS, cfg.min_freq,
                                   cfg.max_vocab)

@@ -71,12 +71,19 @@ class Vocab:
         return vocab
 
     @classmethod
-    def from_subwords(cls, model: bytes, specials: Sequence[str]) -> "Vocab":
-        """Specials, then a SentencePiece model's pieces in its order (its unknown piece, id
-        0, is our <unk>)."""
+    def from_subwords(cls, model: bytes, specials: Sequence[str],
+                      counts: Counter | None = None) -> "Vocab":
+        """Specials, then a SentencePiece model's pieces (its unknown piece, id 0, is our
+        <unk>): by falling frequency in `counts` (the training split's pieces), ties and
+        unseen pieces in the model's order. Frequency order, as for words: an adaptive
+        softmax's head is the first ids, and the model's own order puts its 256 byte pieces
+        and every single character first."""
         from rnnkit.data.tokenizers import sentencepiece as subwords
 
         pieces = [p for p in subwords.pieces(model)[1:] if p not in specials]
+        if counts:
+            rank = {p: i for i, p in enumerate(pieces)}
+            pieces.sort(key=lambda p: (-counts.get(p, 0), rank[p]))
         vocab = cls(list(specials) + pieces, specials)
         vocab.subword_model = model
         return vocab

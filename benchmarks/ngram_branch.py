@@ -1,0 +1,115 @@
+"""A two-branch classifier's n-gram branch retrained alone in variants, judged on validation.
+
+    python benchmarks/ngram_branch.py runs/imdb-best7 [base,lr0.03,...]
+
+The run's data settings give the splits and the hashed n-gram features; its saved encoder
+gives the encoder's validation log-probabilities. Each variant (Adagrad rate, n-gram dropout,
+a constant first weight, the n-gram order) trains the branch alone as training does (the
+branches have separate losses and parameters), and prints per epoch on validation: the
+branch's accuracy and log-loss, the mix with the saved encoder at the fitted weight (fit_mix,
+on the same split, so a little optimistic) and at 0.5. The test split is never read.
+"""
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rnnkit.api import build_task
+from rnnkit.classification import batch_plan, fit_mix
+from rnnkit.models.classifier import NgramBag, mix_log_probs
+from rnnkit.ngrams import NgramFeatures
+from rnnkit.rundir import RunDir
+from branch_mix import branch_log_probs  # this folder's script
+
+VARIANTS = {
+    "base": {},  # the preset's: Adagrad 0.1, half the n-grams dropped, zero start, uni-trigrams
+    "lr0.3": dict(lr=0.3),
+    "lr0.03": dict(lr=0.03),
+    "drop0.7": dict(drop=0.7),
+    "drop0.3": dict(drop=0.3),
+    "init0.05": dict(init=0.05),
+    "order2": dict(order=2),
+}
+
+
+class Branch:
+    """The run's splits and its encoder's validation log-probabilities."""
+
+    def __init__(self, path: str):
+        run = RunDir(path)
+        self.cfg = run.config()
+        task = build_task(self.cfg, ("train", "valid"), run, lambda *a, **k: None)
+        parts, self.labels = branch_log_probs(path)
+        self.encoder = parts[0]
+        self.vocab_size = len(task.data.vocab)
+        self.train, self.valid = task.data.splits["train"], task.data.splits["valid"]
+        self.train_labels = torch.from_numpy(np.asarray(self.train.labels, dtype=np.int64))
+        self._features: dict = {}
+        print(f"{path}: saved encoder {accuracy(self.encoder, self.labels):.4f}, n-grams "
+              f"{accuracy(parts[1], self.labels):.4f} on validation", flush=True)
+
+    def features(self, order: int, buckets: int):
+        if (order, buckets) not in self._features:
+            started = time.time()
+            grams = NgramFeatures(order, buckets, self.vocab_size)
+            train = [grams.features(a) for a in (self.train.full_ids or self.train.ids)]
+            valid = [grams.features(a) for a in (self.valid.full_ids or self.valid.ids)]
+            ratios = torch.from_numpy(grams.log_count_ratios(train, self.train.labels, 2))
+            self._features[order, buckets] = train, valid, ratios
+            print(f"features, order {order}: {time.time() - started:.0f} s", flush=True)
+        return self._features[order, buckets]
+
+    def run(self, name: str, order=3, buckets=1 << 24, lr=0.1, drop=0.5, epochs=5, init=0.0,
+            batch_size=32) -> None:
+        torch.manual_seed(1)
+        train, valid, ratios = self.features(order, buckets)
+        bag = NgramBag(buckets, 2, drop)
+        bag.ratios.copy_(ratios)
+        if init:
+            torch.nn.init.constant_(bag.weight.weight, init)
+        table = torch.optim.Adagrad([bag.weight.weight], lr=lr)
+        bias = torch.optim.Adam([bag.bias], lr=2e-3)
+        lengths = np.fromiter((len(a) for a in self.train.ids), dtype=np.int64)
+        for epoch in range(1, epochs + 1):
+            bag.train()
+            for index in batch_plan(lengths, batch_size, np.random.default_rng([1, epoch]), True):
+                loss = F.cross_entropy(bag(*pack(train, index), len(index)),
+                                       self.train_labels[index])
+                table.zero_grad()
+                bias.zero_grad()
+                loss.backward()
+                table.step()
+                bias.step()
+            bag.eval()
+            with torch.no_grad():
+                log_probs = torch.cat([
+                    F.log_softmax(bag(*pack(valid, index), len(index)), -1)
+                    for index in np.array_split(np.arange(len(valid)), 5)])
+            weight = fit_mix([self.encoder, log_probs], self.labels)
+            mixed = accuracy(mix_log_probs([self.encoder, log_probs], weight), self.labels)
+            average = accuracy(mix_log_probs([self.encoder, log_probs], 0.5), self.labels)
+            print(f"{name:<10} epoch {epoch}  n-grams {accuracy(log_probs, self.labels):.4f} "
+                  f"log-loss {float(F.nll_loss(log_probs, self.labels)):.4f}  mix "
+                  f"{mixed:.4f} (w {weight:.2f})  average {average:.4f}", flush=True)
+
+
+def pack(features: list[np.ndarray], index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    picked = [features[i] for i in index]
+    owner = np.repeat(np.arange(len(picked)), [len(f) for f in picked])
+    return torch.from_numpy(np.concatenate(picked)), torch.from_numpy(owner)
+
+
+def accuracy(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((log_probs.argmax(-1) == labels).float().mean())
+
+
+def main() -> None:
+    branch = Branch(sys.argv[1])
+    for name in (sys.argv[2].split(",") if len(sys.argv) > 2 else VARIANTS):
+        branch.run(name, **VARIANTS[name])
+
+
+if __name__ == "__main__":
+    main()

@@ -130,17 +130,59 @@ def test_language_model_graph_records_its_contract(root):
     assert meta.custom_metadata_map["state"] == "h" and "T >= 1" in meta.description
 
 
-def test_refusals_are_one_line_usage_errors(root, capsys):
-    ngram_run = train_classifier(root, "ngrams", ngram_order=2, ngram_buckets=1024, epochs=1)
-    assert main(["export", str(ngram_run)]) == 2
-    assert main(["export", str(ngram_run), "--format", "torch-export"]) == 2
-    assert main(["export", str(ngram_run), "--format", "tflite"]) == 2
+def test_refusals_are_one_line_usage_errors(root, tiny_runs, capsys):
+    run = tiny_runs["clf"]
+    assert main(["export", str(run), "--format", "torch-export"]) == 2
+    assert main(["export", str(run), "--format", "tflite"]) == 2
     assert main(["export", str(root / "missing")]) == 2
+    assert main(["export", str(run), "--out", str(root / "nowhere" / "m.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("rnnkit: error: ") for line in err)
-    assert "n-gram" in err[0] and "torch-export" in err[1] and "tflite" in err[2]
-    assert err[0].endswith("train with --ngram-order 0 for a model that exports")
-    assert not (ngram_run / "model.onnx").exists()
+    assert "torch-export" in err[0] and "tflite" in err[1] and "nowhere" in err[3]
+    assert not (root / "nowhere").exists()
+
+
+def ngram_features_by_the_spec(ids: np.ndarray, order: int, buckets: int, base: int) -> set:
+    """The n-gram features as the exported model's documentation spells them out."""
+    u = [int(i) + 1 for i in ids]
+    out = set()
+    for n in range(1, order + 1):
+        for i in range(len(u) - n + 1):
+            g = 0
+            for x in u[i: i + n]:
+                g = (g * base + x) % 2**64
+            out.add(((((g + n) * 0x9E3779B97F4A7C15) % 2**64) >> 20) % buckets)
+    return out
+
+
+@pytest.mark.parametrize("how", ["head", "head+tail"])
+def test_a_two_branch_classifier_exports_with_its_ngram_inputs(root, how):
+    run = train_classifier(root, f"ngrams-{how}", ngram_order=2, ngram_buckets=4096, epochs=2,
+                           max_len=6, truncate=how)
+    out = root / f"ngrams-{how}.onnx"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    onnx_model = session(out)
+    assert [i.name for i in onnx_model.get_inputs()] == ["ids", "lengths", "ngrams", "owner"]
+    meta = onnx_model.get_modelmeta().custom_metadata_map
+    order, buckets, base = (int(meta[k]) for k in ("ngram_order", "ngram_buckets",
+                                                   "ngram_base"))
+    predictor = Predictor.load(run)
+    texts = ["a wonderful superb film, moving and funny from start to end", "boring", "",
+             "the plot was awful and the actors dull", "superb"]
+    full = encode_texts(texts, predictor.cfg.data, predictor.vocab, max_len=0)  # whole texts
+    features = [np.array(sorted(ngram_features_by_the_spec(a, order, buckets, base)),
+                         dtype=np.int64) for a in full]
+    for a, f in zip(full, features):  # the documented formula is rnnkit's
+        assert f.tolist() == predictor.ngrams.features(a).tolist()
+    batch = collate(full, predictor.vocab.pad_id, ngrams=features)
+    feed = {"ids": batch.ids.numpy(), "lengths": batch.lengths.numpy(),
+            "ngrams": batch.ngrams[0].numpy(), "owner": batch.ngrams[1].numpy()}
+    expected = predictor.probabilities(texts)
+    assert np.abs(onnx_model.run(None, feed)[0] - expected).max() <= TOLERANCE
+    for k, (a, f) in enumerate(zip(full, features)):  # one text at a time, any batch size
+        one = {"ids": a[None] if len(a) else np.zeros((1, 0), np.int64),
+               "lengths": np.array([len(a)]), "ngrams": f, "owner": np.zeros(len(f), np.int64)}
+        assert np.abs(onnx_model.run(None, one)[0] - expected[k]).max() <= TOLERANCE, k
 
 
 def test_classifier_onnx_matches_pytorch_on_real_reviews(mirror, root):

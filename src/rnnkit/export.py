@@ -16,8 +16,17 @@ What the exported graph computes:
 Batch and time axes stay dynamic. The model file's metadata (`custom_metadata_map` in ONNX
 Runtime) records the task, these rules (`min_length`, `max_len`, `truncate`) and the ids a
 caller needs (`pad_id`, `unk_id`, `labels`), and the tokenizer (`tokenizer`, `lowercase`; for
-`sentencepiece`, the model itself as base64 in `sentencepiece_model`). Runs with the n-gram branch (data.ngram_order > 0)
-are refused: its hashed features are computed in Python, outside the network.
+`sentencepiece`, the model itself as base64 in `sentencepiece_model`).
+
+A classifier with the n-gram branch (data.ngram_order > 0) takes two inputs more:
+  ngrams int64 (N,), owner int64 (N,): the hashed n-gram features of every text of the batch
+  and the row of the text each belongs to (any order; a text may have none). A text's
+  features are those of its whole id sequence, before any cut: `NgramFeatures.features` in
+  rnnkit.ngrams, the metadata's `ngram_order`, `ngram_buckets` and `ngram_base` (the
+  vocabulary size + 1). In words: with u = ids + 1 as unsigned 64-bit integers, the n-gram
+  (u_i, ..., u_{i+n-1}) for n = 1..order is g = u_i * base^(n-1) + ... + u_{i+n-1}; its
+  feature is (((g + n) * 0x9E3779B97F4A7C15 mod 2^64) >> 20) mod buckets; a text's features
+  are the distinct values. The graph mixes both branches with the run's fitted weight.
 
 Format: ONNX, through the legacy TorchScript-based exporter, which keeps the dynamic axes.
 `torch.export` is not offered: in torch 2.13 it unrolls nn.LSTM over the example's length and
@@ -85,6 +94,24 @@ class ClassifierProbabilities(nn.Module):
         return self.model.log_probs(self.model(ids, lengths)).exp()  # (B, C)
 
 
+class TwoBranchProbabilities(ClassifierProbabilities):
+    """The same with the n-gram branch: its features come in as (ngrams, owner)."""
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor,  # type: ignore[override]
+                ngrams: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        ids, lengths = self.cut(ids, lengths)
+        encoder = self.model(ids, lengths)[0]
+        bag = self.model.ngrams
+        assert bag is not None
+        # NgramBag's sum per text, as a scatter-add: the exporter turns index_add_ into a
+        # scatter that keeps one of a row's features and drops the others.
+        per_feature = bag.ratios[ngrams] * bag.weight(ngrams)  # (N, C)
+        rows = owner.unsqueeze(1).expand(-1, per_feature.shape[1])
+        sums = torch.zeros(ids.shape[0], per_feature.shape[1], dtype=per_feature.dtype)
+        return self.model.log_probs([encoder, sums.scatter_add(0, rows, per_feature)
+                                     + bag.bias]).exp()
+
+
 class LanguageModelStep(nn.Module):
     """An LSTM language model with its state spelled out as tensors (ONNX has no tuples)."""
 
@@ -119,15 +146,15 @@ class Exportable:
 
 
 def _classifier(run_dir: Path | str, predictor: Predictor) -> Exportable:
-    if predictor.ngrams is not None:
-        raise UsageError(f"{run_dir}: runs with the n-gram branch (ngram_order > 0) cannot "
-                         "be exported (its features are computed outside the network); "
-                         "train with --ngram-order 0 for a model that exports")
     data, vocab = predictor.cfg.data, predictor.vocab
-    module = ClassifierProbabilities(predictor.model, data.max_len, data.truncate,
-                                     vocab.unk_id, vocab.pad_id).eval()
+    two = predictor.ngrams is not None
+    kind = TwoBranchProbabilities if two else ClassifierProbabilities
+    module = kind(predictor.model, data.max_len, data.truncate, vocab.unk_id,
+                  vocab.pad_id).eval()
     ids = torch.full((2, 7), vocab.unk_id, dtype=torch.long)
     lengths = torch.tensor([7, 4], dtype=torch.long)
+    example: tuple[torch.Tensor, ...] = (ids, lengths)
+    inputs = ["ids", "lengths"]
     axes = {"ids": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
             "probabilities": {0: "batch"}}
     metadata = {"task": "classify", "min_length": "0", "max_len": str(data.max_len),
@@ -136,8 +163,19 @@ def _classifier(run_dir: Path | str, predictor: Predictor) -> Exportable:
     summary = ("rnnkit classifier: ids int64 (B, T) right-padded token ids, lengths int64 (B,) "
                "-> probabilities (B, C). Texts are cut to max_len as the run cuts them; an "
                "empty text reads as one <unk>.")
-    return Exportable(module, (ids, lengths), ["ids", "lengths"], ["probabilities"], axes,
-                      metadata, summary)
+    if two:
+        assert predictor.ngrams is not None
+        example += (torch.tensor([3, 5, 8, 1, 2], dtype=torch.long),
+                    torch.tensor([0, 0, 0, 1, 1], dtype=torch.long))
+        inputs += ["ngrams", "owner"]
+        axes.update({"ngrams": {0: "features"}, "owner": {0: "features"}})
+        metadata.update({"ngram_order": str(data.ngram_order),
+                         "ngram_buckets": str(data.ngram_buckets),
+                         "ngram_base": str(int(predictor.ngrams.base))})
+        summary += (" With the n-gram branch: ngrams int64 (N,) the hashed n-gram features of "
+                    "each whole text (rnnkit.ngrams.NgramFeatures), owner int64 (N,) the row "
+                    "of each.")
+    return Exportable(module, example, inputs, ["probabilities"], axes, metadata, summary)
 
 
 def _language_model(run_dir: Path | str, runner: LanguageModelRunner) -> Exportable:

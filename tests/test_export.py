@@ -136,10 +136,15 @@ def test_refusals_are_one_line_usage_errors(root, tiny_runs, capsys):
     assert main(["export", str(run), "--format", "tflite"]) == 2
     assert main(["export", str(root / "missing")]) == 2
     assert main(["export", str(run), "--out", str(root / "nowhere" / "m.onnx")]) == 2
+    taken = root / "taken.onnx"
+    taken.write_text("the user's own file")
+    assert main(["export", str(run), "--out", str(taken)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("rnnkit: error: ") for line in err)
+    assert len(err) == 5 and all(line.startswith("rnnkit: error: ") for line in err)
     assert "torch-export" in err[0] and "tflite" in err[1] and "nowhere" in err[3]
+    assert "taken.onnx: exists" in err[4] and taken.read_text() == "the user's own file"
     assert not (root / "nowhere").exists()
+    assert not list(root.glob(".*partial"))
 
 
 def ngram_features_by_the_spec(ids: np.ndarray, order: int, buckets: int, base: int) -> set:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import warnings
 from contextlib import redirect_stdout
 from dataclasses import dataclass
@@ -219,11 +220,20 @@ def export_run(run_dir: Path | str, fmt: str = "onnx", out: Path | str | None = 
                          "length of nn.LSTM (torch 2.13); use --format onnx")
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    found = exportable(run_dir)
     path = Path(out) if out else Path(run_dir) / "model.onnx"
+    if out is not None and path.exists():  # RUN_DIR/model.onnx is the run's own: redone
+        raise UsageError(f"{path}: exists; choose another --out or remove it first")
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent}: no such directory for --out")
-    _export_onnx(found, path)
+    found = exportable(run_dir)
+    # Written beside the target, then renamed: a failed or interrupted export leaves no
+    # partial model file.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        _export_onnx(found, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

@@ -188,5 +188,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a run's network for other runtimes (ONNX)")
     p.add_argument("run", metavar="RUN_DIR", help="the run directory to export")
     p.add_argument("--format", default="onnx", help="onnx (the only format for now)")
-    p.add_argument("--out", help="file to write (default RUN_DIR/model.onnx)")
+    p.add_argument("--out", help="file to write, which must not exist yet (default "
+                   "RUN_DIR/model.onnx, rewritten by each export)")
     p.set_defaults(func=cmd_export)

@@ -98,6 +98,14 @@ class ClassifierProbabilities(nn.Module):
 class TwoBranchProbabilities(ClassifierProbabilities):
     """The same with the n-gram branch: its features come in as (ngrams, owner)."""
 
+    def __init__(self, model: Classifier, max_len: int, truncate: str, unk_id: int,
+                 pad_id: int):
+        super().__init__(model, max_len, truncate, unk_id, pad_id)
+        bag = model.ngrams
+        assert bag is not None
+        # Each feature's score per class, ratio x weight, as one table: half the file.
+        self.register_buffer("scores", (bag.ratios * bag.weight.weight).detach())
+
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor,  # type: ignore[override]
                 ngrams: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
         ids, lengths = self.cut(ids, lengths)
@@ -106,7 +114,7 @@ class TwoBranchProbabilities(ClassifierProbabilities):
         assert bag is not None
         # NgramBag's sum per text, as a scatter-add: the exporter turns index_add_ into a
         # scatter that keeps one of a row's features and drops the others.
-        per_feature = bag.ratios[ngrams] * bag.weight(ngrams)  # (N, C)
+        per_feature = self.scores[ngrams]  # (N, C)
         rows = owner.unsqueeze(1).expand(-1, per_feature.shape[1])
         sums = torch.zeros(ids.shape[0], per_feature.shape[1], dtype=per_feature.dtype)
         return self.model.log_probs([encoder, sums.scatter_add(0, rows, per_feature)

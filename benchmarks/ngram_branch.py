@@ -4,7 +4,7 @@
 
 The run's data settings give the splits and the hashed n-gram features; its saved encoder
 gives the encoder's validation log-probabilities. Each variant (Adagrad rate, n-gram dropout,
-a constant first weight, the n-gram order) trains the branch alone as training does (the
+a constant first weight, the n-gram order; otherwise the run's settings) trains the branch alone as training does (the
 branches have separate losses and parameters), and prints per epoch on validation: the
 branch's accuracy and log-loss, the mix with the saved encoder at the fitted weight (fit_mix,
 on the same split, so a little optimistic) and at 0.5. The test split is never read.
@@ -24,7 +24,8 @@ from rnnkit.rundir import RunDir
 from branch_mix import branch_log_probs  # this folder's script
 
 VARIANTS = {
-    "base": {},  # the preset's: Adagrad 0.1, half the n-grams dropped, zero start, uni-trigrams
+    "base": {},  # the run's settings (imdb-best: Adagrad 0.1, half the n-grams dropped,
+    # weights from zero, uni- to trigrams, 5 epochs)
     "lr0.3": dict(lr=0.3),
     "lr0.03": dict(lr=0.03),
     "drop0.7": dict(drop=0.7),
@@ -61,8 +62,16 @@ class Branch:
             print(f"features, order {order}: {time.time() - started:.0f} s", flush=True)
         return self._features[order, buckets]
 
-    def run(self, name: str, order=3, buckets=1 << 24, lr=0.1, drop=0.5, epochs=5, init=0.0,
-            batch_size=32) -> None:
+    def run(self, name: str, order=None, buckets=None, lr=None, drop=None, epochs=None,
+            init=0.0, batch_size=None) -> None:
+        """The run's own settings, but for those given."""
+        data, train = self.cfg.data, self.cfg.train
+        order = order or data.ngram_order
+        buckets = buckets or data.ngram_buckets
+        lr = lr or train.sparse_lr
+        drop = self.cfg.model.ngram_dropout if drop is None else drop
+        epochs = epochs or train.epochs
+        batch_size = batch_size or train.batch_size
         torch.manual_seed(1)
         train, valid, ratios = self.features(order, buckets)
         bag = NgramBag(buckets, 2, drop)

@@ -348,14 +348,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # pooling, beside an n-gram bag branch whose features are weighted by naive-Bayes log-count
     # ratios (the NBSVM idea); each branch is trained with its own loss and the prediction
     # mixes their log-probabilities, the encoder's weight fitted on validation (for accuracy).
-    # Reviews keep their first and last tokens up to 400.
+    # Reviews keep their first and last tokens up to 400. The n-gram table's Adagrad rate is
+    # 0.03 (0.1 until 0.6.1): the branch alone is better and better calibrated on validation
+    # (91.92 against 91.28%, log-loss 0.21 against 0.33), the mix 93.28 against 93.12%.
     "imdb-best": {
         "data": dict(dataset="imdb", max_len=400, truncate="head+tail", embeddings="glove-6b-50d",
                      min_freq=2, ngram_order=3, ngram_buckets=1 << 24),
         "model": dict(embedding_dim=50, hidden_size=96, bidirectional=True, pooling="meanmax",
                       dropout=0.4, ngram_dropout=0.5),
-        "train": dict(batch_size=32, lr=2e-3, epochs=5, clip=5.0, schedule="cosine", patience=2,
-                      max_minutes=30),
+        "train": dict(batch_size=32, lr=2e-3, sparse_lr=0.03, epochs=5, clip=5.0,
+                      schedule="cosine", patience=2, max_minutes=30),
     },
     # A general classifier for the user's own files, in any language: a bidirectional LSTM
     # with mean+max pooling beside an NB-weighted uni+bigram branch (bigrams of characters
@@ -448,14 +450,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # concat pooling, reviews cut to their first 333 and last 667 tokens (all but the
     # longest reviews whole; validation 93.20% against 92.56% with 400), bf16 matmuls
     # (classifier training 2.2x faster than fp32 on AVX-512 BF16/AMX). Beside it, imdb-best's
-    # n-gram branch (NB-weighted uni- to trigrams), trained from the first epoch.
+    # n-gram branch (NB-weighted uni- to trigrams, Adagrad 0.03 as there), trained from the
+    # first epoch.
     "imdb-ulmfit": {
         "data": dict(dataset="imdb", min_freq=2, max_len=1000, truncate="head+tail",
                      ngram_order=3, ngram_buckets=1 << 24),
         "model": dict(pooling="concat", dropout=0.3, ngram_dropout=0.5),
-        "train": dict(batch_size=32, lr=2e-3, epochs=5, clip=5.0, schedule="slanted",
-                      layer_lr_decay=2.6, gradual_unfreeze=True, precision="bf16",
-                      max_minutes=55),
+        "train": dict(batch_size=32, lr=2e-3, sparse_lr=0.03, epochs=5, clip=5.0,
+                      schedule="slanted", layer_lr_decay=2.6, gradual_unfreeze=True,
+                      precision="bf16", max_minutes=55),
     },
     # A general word-level language model for the user's own plain-text corpus (tokens
     # separated by spaces, as in WikiText or PTB; --tokenizer basic for raw text): a 2x512

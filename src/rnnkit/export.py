@@ -155,9 +155,8 @@ class Exportable:
 
 
 def _classifier(run_dir: Path | str, predictor: Predictor) -> Exportable:
-    data, vocab = predictor.cfg.data, predictor.vocab
-    two = predictor.ngrams is not None
-    kind = TwoBranchProbabilities if two else ClassifierProbabilities
+    data, vocab, grams = predictor.cfg.data, predictor.vocab, predictor.ngrams
+    kind = ClassifierProbabilities if grams is None else TwoBranchProbabilities
     module = kind(predictor.model, data.max_len, data.truncate, vocab.unk_id,
                   vocab.pad_id).eval()
     ids = torch.full((2, 7), vocab.unk_id, dtype=torch.long)
@@ -172,15 +171,14 @@ def _classifier(run_dir: Path | str, predictor: Predictor) -> Exportable:
     summary = ("rnnkit classifier: ids int64 (B, T) right-padded token ids, lengths int64 (B,) "
                "-> probabilities (B, C). Texts are cut to max_len as the run cuts them; an "
                "empty text reads as one <unk>.")
-    if two:
-        assert predictor.ngrams is not None
+    if grams is not None:
         example += (torch.tensor([3, 5, 8, 1, 2], dtype=torch.long),
                     torch.tensor([0, 0, 0, 1, 1], dtype=torch.long))
         inputs += ["ngrams", "owner"]
         axes.update({"ngrams": {0: "features"}, "owner": {0: "features"}})
         metadata.update({"ngram_order": str(data.ngram_order),
                          "ngram_buckets": str(data.ngram_buckets),
-                         "ngram_base": str(int(predictor.ngrams.base))})
+                         "ngram_base": str(int(grams.base))})
         summary += (" With the n-gram branch: ngrams int64 (N,) the hashed n-gram features of "
                     "each whole text (rnnkit.ngrams.NgramFeatures), owner int64 (N,) the row "
                     "of each.")

@@ -32,7 +32,21 @@ VARIANTS = {
     "drop0.3": dict(drop=0.3),
     "init0.05": dict(init=0.05),
     "order2": dict(order=2),
+    "norm": dict(norm=True),  # each text's sum scaled by 1/sqrt(its n-gram count)
+    "norm-lr0.3": dict(norm=True, lr=0.3),
+    "norm-lr1": dict(norm=True, lr=1.0),
+    "norm-lr3": dict(norm=True, lr=3.0),
 }
+
+
+class NormalizedBag(NgramBag):
+    """The bag with each text's features scaled by 1/sqrt(count): an l2-normalized binary
+    vector, as TF-IDF baselines normalize theirs."""
+
+    def forward(self, features, owner, batch_size):
+        count = torch.bincount(owner, minlength=batch_size).clamp(min=1)
+        logits = super().forward(features, owner, batch_size) - self.bias
+        return logits * count.rsqrt().unsqueeze(1) + self.bias
 
 
 class Branch:
@@ -63,7 +77,7 @@ class Branch:
         return self._features[order, buckets]
 
     def run(self, name: str, order=None, buckets=None, lr=None, drop=None, epochs=None,
-            init=0.0, batch_size=None) -> None:
+            init=0.0, batch_size=None, norm=False) -> None:
         """The run's own settings, but for those given."""
         data, train = self.cfg.data, self.cfg.train
         order = order or data.ngram_order
@@ -74,7 +88,7 @@ class Branch:
         batch_size = batch_size or train.batch_size
         torch.manual_seed(1)
         train, valid, ratios = self.features(order, buckets)
-        bag = NgramBag(buckets, 2, drop)
+        bag = (NormalizedBag if norm else NgramBag)(buckets, 2, drop)
         bag.ratios.copy_(ratios)
         if init:
             torch.nn.init.constant_(bag.weight.weight, init)

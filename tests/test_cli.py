@@ -1,6 +1,7 @@
 """End-to-end command-line tests on small data made here."""
 
 import json
+import random
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import LM_CLASSIC
 from rnnkit.cli import main
+from rnnkit.data.tokenizers import get_tokenizer
 
 TINY = ["--embedding-dim", "16", "--hidden-size", "16", "--epochs", "3", "--batch-size", "16",
         "--lr", "0.01", "--min-freq", "1"]
@@ -119,6 +121,33 @@ def test_lm_train_evaluate_generate_score(tmp_path, corpus_files, capsys):
     assert greedy[1].split()[2:] == ["sat", "on", "the"]
     code, out, err = cli(capsys, "score", run, corpus_files["test"], "--json")
     assert code == 0 and json.loads(out)["tokens"] > 100
+
+
+def test_lm_preset_reads_chinese_per_character_with_no_tokenizer_flag(tmp_path, capsys):
+    rng = random.Random(2)
+    words = ["很快", "好吃", "味道", "不错", "送餐", "太慢", "下次", "还会", "再来", "Good"]
+    lines = ["，".join("".join(rng.sample(words, 3)) for _ in range(rng.randint(1, 3))) + "。"
+             for _ in range(300)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = tmp_path / "lm"
+    code, out, err = cli(capsys, "train", "--preset", "lm", *LM_CLASSIC, "--train", corpus,
+                         "--out", run, "--embedding-dim", "16", "--hidden-size", "16",
+                         "--max-steps", "3", "--batch-size", "4", "--num-steps", "10")
+    assert code == 0, err
+    assert "warning" not in err  # one token per character: no vocabulary of one-off lines
+    tokens = json.loads((run / "vocab.json").read_text(encoding="utf-8"))["tokens"]
+    assert "Good" in tokens and "好" in tokens and "。" in tokens
+    assert all(len(t) == 1 for t in tokens if not t.isascii())
+    code, out, err = cli(capsys, "generate", run, "--prompt", "味道", "--max-tokens", "5",
+                         "--json")
+    generated = json.loads(out)
+    assert code == 0 and generated["text"].rstrip("\n") == "".join(
+        t for t in generated["tokens"] if t != "<eos>")  # no spaces between characters
+    code, out, err = cli(capsys, "score", run, corpus, "--json")
+    spaced = get_tokenizer("spaced", lowercase=False)
+    # every token after the first is scored: characters, words and one <eos> a line
+    assert code == 0 and json.loads(out)["tokens"] == sum(len(spaced(t)) + 1 for t in lines) - 1
 
 
 @pytest.mark.parametrize("args,match", [

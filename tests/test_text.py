@@ -77,6 +77,29 @@ def test_join_tokens_reads_back_as_the_same_tokens():
     assert tokenize.join_tokens(["a", "b"], "char") == "ab"
 
 
+def test_spaced_splits_at_whitespace_and_unspaced_scripts_per_character():
+    spaced = get_tokenizer("spaced", lowercase=False)
+    assert spaced("很快，好吃 iPhone手机") == ["很", "快", "，", "好", "吃", "iPhone", "手", "机"]
+    # Pre-tokenized English (WikiText, PTB) reads exactly as whitespace splitting reads it.
+    assert spaced("the cat @-@ sat <unk> .") == ["the", "cat", "@-@", "sat", "<unk>", "."]
+    assert spaced("ง่าย ok") == ["ง่", "า", "ย", "ok"]
+    tight = re.compile(f"[{basic_tokenizer.TIGHT}]")
+    alone = re.compile(f"[{basic_tokenizer.TIGHT}][{basic_tokenizer.MARKS}]*")
+    rng = random.Random(1)
+    for trial in range(2000):
+        text = "".join(rng.choice(_ALPHABET) for _ in range(rng.randrange(0, 40)))
+        tokens = spaced(text)
+        assert "".join(tokens) == "".join(text.split()), text  # nothing lost or added
+        assert all(t and not any(c.isspace() for c in t) for t in tokens)
+        if not tight.search(text):
+            assert tokens == text.split()
+        for token in tokens:  # a character of those scripts stands alone, with its marks
+            assert not tight.search(token) or alone.fullmatch(token), (text, token)
+    for text in ("很快，好吃。 Good value!", "iPhone手机不错", "ภาษาไทย ok", "a b @-@ c"):
+        tokens = spaced(text)
+        assert spaced(tokenize.join_tokens(tokens, "spaced")) == tokens
+
+
 def test_jieba_cuts_chinese_into_words_and_reads_the_rest_as_basic_does():
     jieba = get_tokenizer("jieba")
     assert jieba("很快，好吃，味道足") == ["很快", "，", "好吃", "，", "味道", "足"]

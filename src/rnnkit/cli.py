@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="column or JSON field of the label, for folders (default label)")
     s.add_argument("--encoding", default="utf-8", help="encoding of the files (default utf-8)")
     s.add_argument("--tokenizer", default="basic", choices=("basic", "tutorial", "whitespace",
-                                                            "char"),
+                                                            "spaced", "char"),
                    help="tokenizer (default basic)")
     s.add_argument("--min-freq", type=int, default=2,
                    help="vocabulary cut-off for the unknown-token share (default 2, as "
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text-field", default="text",
                    help="column or JSON field of the text in table files (default text)")
     s.add_argument("--tokenizer", default="basic", choices=("basic", "tutorial", "whitespace",
-                                                            "char"),
+                                                            "spaced", "char"),
                    help="tokenizer; use the one of the runs the vectors are for (default basic)")
     s.add_argument("--dim", type=int, default=100, help="vector size (default 100)")
     s.add_argument("--window", type=int, default=5, help="context window (default 5)")

@@ -20,7 +20,8 @@ from rnnkit.files import check_encoding
 TASKS = ("classify", "lm")
 CELLS = ("lstm", "gru", "rnn", "jordan")
 POOLINGS = ("last", "mean", "max", "meanmax", "concat", "attention")
-TOKENIZERS = ("basic", "tutorial", "whitespace", "char", "jieba", "sentencepiece")
+TOKENIZERS = ("basic", "tutorial", "whitespace", "spaced", "char", "jieba",
+              "sentencepiece")
 
 
 @dataclass(frozen=True)
@@ -461,14 +462,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       precision="bf16", max_minutes=55),
     },
     # A general word-level language model for the user's own plain-text corpus (tokens
-    # separated by spaces, as in WikiText or PTB; --tokenizer basic for raw text): a 2x512
+    # separated by spaces, as in WikiText or PTB, and one token per character of Chinese,
+    # Japanese, Thai text, which has no spaces between words; --tokenizer basic for raw
+    # English text, whose punctuation is not yet split from the words): a 2x512
     # LSTM over 256-d embeddings with an adaptive softmax, bf16 matmuls, locked dropout 0.1,
     # SGD at rate 20 cosine-annealed over the epochs, or over --max-minutes when that ends
     # first. Chosen on validation of a WikiText-2-sized proxy with --max-minutes 10
     # (benchmarks/proxies.py): perplexity 157.5, against 168.7 with imdb-lm's heavier
     # dropouts (0.2, weight drop 0.2, embedding dropout 0.05), which long runs may want.
     "lm": {
-        "data": dict(tokenizer="whitespace", lowercase=False, max_vocab=50000),
+        "data": dict(tokenizer="spaced", lowercase=False, max_vocab=50000),
         "model": dict(task="lm", embedding_dim=256, hidden_size=512, num_layers=2, dropout=0.1,
                       locked_dropout=True, softmax="adaptive", cutoffs="2000,10000",
                       init_range=0.05),
@@ -508,7 +511,8 @@ HELP: dict[str, str] = {
     "label_field": "column or JSON field that holds the label",
     "encoding": "encoding of the text files (gbk, big5, shift_jis, latin-1, ...)",
     "tokenizer": "how text becomes tokens: basic (words and punctuation; one token per "
-                 "character for Chinese, Japanese, Thai), tutorial, whitespace, char, "
+                 "character for Chinese, Japanese, Thai), tutorial, whitespace, spaced "
+                 "(whitespace, and one token per character for Chinese, Japanese, Thai), char, "
                  "jieba (Chinese words; rnnkit[zh]), sentencepiece (subwords learned from "
                  "the training split)",
     "vocab_size": "sentencepiece: the subword vocabulary's size",

@@ -4,7 +4,7 @@
                 registered datasets (mirror, cache, download); resolved once, up front
     readers     one reader per format (CSV, TSV, JSONL, Parquet, plain text, label folders),
                 all with the same field flags and bad-input rules
-    tokenizers  one registry (basic, tutorial, whitespace, char, sentencepiece)
+    tokenizers  one registry (basic, tutorial, whitespace, spaced, char, jieba, sentencepiece)
     vocab       tokens <-> ids (a SentencePiece model travels with its vocabulary)
     splits      tokenized files (cached), the carved validation split, numericalized splits
                 for classifiers and language-model streams

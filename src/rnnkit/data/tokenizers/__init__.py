@@ -2,8 +2,10 @@
 
 - `basic` (default, `basic.py`): words and punctuation marks; one token per character for
   scripts written without spaces (Chinese, Japanese, Thai, ...), words beside them whole.
-- `tutorial`, `whitespace`, `char` (`simple.py`): the IMDB tutorial's cleaner, whitespace
-  splitting (pre-tokenized corpora such as PTB), one token per character.
+- `tutorial`, `whitespace`, `spaced`, `char` (`simple.py`): the IMDB tutorial's cleaner,
+  whitespace splitting (pre-tokenized corpora such as PTB), whitespace splitting with one
+  token per character of the scripts written without spaces (the `lm` preset's), one token
+  per character.
 - `jieba` (`chinese.py`, `pip install 'rnnkit[zh]'`): Chinese words by jieba's segmenter,
   other text as `basic` reads it.
 - `sentencepiece` (`sentencepiece.py`): subword pieces of a SentencePiece model learned from
@@ -30,6 +32,7 @@ _SPLITTERS: dict[str, Tokenizer] = {
     "basic": basic.basic,
     "tutorial": simple.tutorial,
     "whitespace": simple.whitespace,
+    "spaced": simple.spaced,
     "char": simple.char,
 }
 

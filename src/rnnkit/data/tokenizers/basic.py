@@ -28,18 +28,19 @@ NO_SPACE = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff"
             "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f")
 # Marks that belong to the character before them (general combining marks and those of the
 # scripts above): Thai/Lao vowel and tone marks, Myanmar and Khmer signs, kana voicing marks.
-_MARKS = ("\u0300-\u036f\u0e31\u0e34-\u0e3a\u0e47-\u0e4e\u0eb1\u0eb4-\u0ebc\u0ec8-\u0ecd"
+MARKS = ("\u0300-\u036f\u0e31\u0e34-\u0e3a\u0e47-\u0e4e\u0eb1\u0eb4-\u0ebc\u0ec8-\u0ecd"
           "\u102b-\u103e\u1056-\u1059\u105e-\u1060\u1062-\u1064\u1067-\u106d\u1071-\u1074"
           "\u1082-\u108d\u108f\u109a-\u109d\u17b4-\u17d3\u17dd\u3099\u309a\uff9e\uff9f")
 # A token: one character of those scripts with its marks; a word of other letters, digits or
 # underscores, with inner apostrophes; or one other visible character.
-_WORD = re.compile(f"[{NO_SPACE}][{_MARKS}]*|[^\\W{NO_SPACE}]+(?:'[^\\W{NO_SPACE}]+)*"
-                   f"|[^\\w\\s][{_MARKS}]*")
+_WORD = re.compile(f"[{NO_SPACE}][{MARKS}]*|[^\\W{NO_SPACE}]+(?:'[^\\W{NO_SPACE}]+)*"
+                   f"|[^\\w\\s][{MARKS}]*")
 _HAS_NO_SPACE = re.compile(f"[{NO_SPACE}]")
 # _WORD on ASCII text, where none of those scripts or marks can occur (the same tokens).
 _ASCII_WORD = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 # Joined without spaces: those scripts and CJK punctuation and fullwidth forms.
-_TIGHT = re.compile(f"[{NO_SPACE}\u3000-\u303f\uff00-\uffef]")
+TIGHT = f"{NO_SPACE}\u3000-\u303f\uff00-\uffef"
+_TIGHT = re.compile(f"[{TIGHT}]")
 
 
 def basic(text: str) -> list[str]:

@@ -170,6 +170,8 @@ def test_vocab_specials_first_and_limits(tmp_path):
     assert vocab.itos == [PAD, UNK, "b", "a"]
     assert vocab.encode(["a", "zzz"]) == [3, vocab.unk_id]
     assert len(Vocab.build([["b", "a", "b", "c"]], [PAD, UNK], max_size=3)) == 3
+    wider = vocab.extended(["c", "a", "d", "c", UNK])  # the words it lacks, once, in order
+    assert wider.itos == [PAD, UNK, "b", "a", "c", "d"] and wider.singletons == vocab.singletons
     vocab.save(tmp_path / "v.json")
     assert Vocab.load(tmp_path / "v.json").itos == vocab.itos
     (tmp_path / "bad.json").write_text("{")

@@ -106,6 +106,18 @@ def test_train_init_from_on_the_command_line(tiny_runs, tsv_data, tmp_path, caps
     lm_meta = json.loads((tiny_runs["lm"] / "config.json").read_text())
     assert meta["init_from"]["sha256"] == read_source(tiny_runs["lm"], "classify").sha256
     assert meta["config"]["model"]["hidden_size"] == lm_meta["config"]["model"]["hidden_size"]
+    # The classifier reads with its own words, then the language model's other words (with
+    # their pretrained rows); --source-vocab false keeps to the training split's words.
+    lm_vocab = json.loads((tiny_runs["lm"] / "vocab.json").read_text())
+    lm_words = [t for t in lm_vocab["tokens"] if t not in lm_vocab["specials"]]
+    tokens = json.loads((run / "vocab.json").read_text())["tokens"]
+    own = tmp_path / "own"
+    assert main(["train", *data, "--init-from", str(tiny_runs["lm"]), "--source-vocab", "false",
+                 "--out", str(own)]) == 0
+    own_tokens = json.loads((own / "vocab.json").read_text())["tokens"]
+    added = [t for t in lm_words if t not in own_tokens]
+    assert added and tokens == own_tokens + added
+    capsys.readouterr()
     for args, match in (
         (["--init-from", str(tiny_runs["clf"])], "is a classify run"),
         (["--init-from", str(tmp_path / "none")], "no such run directory"),

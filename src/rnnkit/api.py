@@ -15,7 +15,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -38,13 +38,16 @@ RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device",
 
 
 def build_task(cfg: RunConfig, want: tuple[str, ...], run: RunDir | None = None,
-               log: Any = print, subwords: bytes | None = None) -> Any:
+               log: Any = print, subwords: bytes | None = None,
+               known: Sequence[str] = ()) -> Any:
     """Load the data a task needs; with `run`, reuse that run's vocabulary and labels;
-    `subwords`: a SentencePiece model to tokenize with (from an --init-from source)."""
+    `subwords`: a SentencePiece model to tokenize with (from an --init-from source); `known`:
+    words a new classifier vocabulary takes beside its training split's."""
     task_class = training_class(cfg.model.task)
     vocab = run.vocab() if run is not None else None
     labels = run.labels() if run is not None and cfg.model.task == "classify" else None
-    return task_class.load(cfg, want, vocab, labels, log, subwords)
+    extra = {"known": known} if known else {}
+    return task_class.load(cfg, want, vocab, labels, log, subwords, **extra)
 
 
 def check_resume(saved: RunConfig, cfg: RunConfig, out: Path | str) -> None:
@@ -115,6 +118,16 @@ def check_memory(task: Task | None, cfg: RunConfig, vocab_size: int = 2,
             f"--embedding-dim ({m.embedding_dim}), --max-vocab or --ngram-buckets")
 
 
+def source_words(source: Any, cfg: RunConfig) -> list[str]:
+    """The words of an --init-from language model that a new word-level classifier takes into
+    its vocabulary (ULMFiT's classifier reads with its language model's vocabulary): a word
+    the labelled texts lack or hold too rarely still has its pretrained row."""
+    if (source is None or cfg.model.task != "classify" or not cfg.train.source_vocab
+            or source.vocab.subword_model is not None):
+        return []
+    return [t for t in source.vocab.itos if t not in source.vocab.specials]
+
+
 def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: int = 0,
               log: Any = print, log_every: int = 0,
               report: tuple[str, ...] = ("valid", "test"),
@@ -166,7 +179,8 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     check_memory(None, cfg)
     started = time.monotonic()
     task = build_task(cfg, ("train", "valid", "test"), run if resume else None, log,
-                      source.vocab.subword_model if source is not None else None)
+                      source.vocab.subword_model if source is not None else None,
+                      source_words(source, cfg))
     check_memory(task, cfg)
     log(f"data: {', '.join(f'{k} {v:,}' for k, v in task.sizes().items())}; vocabulary "
         f"{len(task.data.vocab):,}")

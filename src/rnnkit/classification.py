@@ -9,7 +9,7 @@ changes speed, never results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -131,11 +131,13 @@ class ClassificationTask:
 
     @classmethod
     def load(cls, cfg: RunConfig, want: tuple[str, ...], vocab: Vocab | None = None,
-             labels: dict | None = None, log: Any = print, subwords: bytes | None = None
-             ) -> "ClassificationTask":
-        """Read the splits in `want`; a saved run's vocabulary and labels are reused."""
+             labels: dict | None = None, log: Any = print, subwords: bytes | None = None,
+             known: Sequence[str] = ()) -> "ClassificationTask":
+        """Read the splits in `want`; a saved run's vocabulary and labels are reused; a new
+        vocabulary also takes the `known` words (an --init-from source's)."""
         classes = labels["classes"] if labels is not None else None
-        data = load_classification(cfg.data, cfg.train.seed, want, vocab, classes, subwords)
+        data = load_classification(cfg.data, cfg.train.seed, want, vocab, classes, subwords,
+                                   known=known)
         for note in data.notes:
             log(note)
         return cls(cfg, data)

@@ -173,6 +173,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast matmuls to bfloat16; weights stay fp32)
     device: str = "auto"
     init_from: str | None = None  # a language-model run whose weights start this model
+    source_vocab: bool = True  # with init_from, a classifier also takes the source's words
     tensorboard: bool = False  # write scalars under RUN/tensorboard (needs tensorboard)
     # AWD-LSTM's training aids (language models; all off by default):
     ar_alpha: float = 0.0  # AR: alpha * mean(h^2) of the last layer's dropped-out outputs
@@ -587,6 +588,8 @@ HELP: dict[str, str] = {
     "device": "auto (a CUDA GPU if visible, else the CPU), cpu, cuda or cuda:N",
     "init_from": "a run whose weights start this model (a language model for a classifier "
                  "or for more language-model training)",
+    "source_vocab": "with --init-from: the classifier's vocabulary also holds the language "
+                    "model's words, with their pretrained rows, not only its training split's",
     "tensorboard": "write training and validation scalars for TensorBoard under RUN/tensorboard",
     "ar_alpha": "activation regularization weight (AWD-LSTM's alpha)",
     "tar_beta": "temporal activation regularization weight (AWD-LSTM's beta)",

@@ -13,7 +13,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -167,12 +167,13 @@ def sort_classes(values: set[str]) -> list[str]:
 
 def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("train", "valid",
                         "test"), vocab: Vocab | None = None, classes: list[str] | None = None,
-                        subwords: bytes | None = None, sources: Sources | None = None
-                        ) -> ClassificationData:
+                        subwords: bytes | None = None, sources: Sources | None = None,
+                        known: Sequence[str] = ()) -> ClassificationData:
     """Read and numericalize the splits in `want`. With `vocab`/`classes` given (a saved run),
     they are used as they are; otherwise both are built from the training split (with the
     sentencepiece tokenizer, from the `subwords` model given, else one trained on the
-    training split). `notes` says, per file, how many rows were read from how many lines and
+    training split), a built word vocabulary followed by the `known` words it lacks (those
+    of an --init-from language model). `notes` says, per file, how many rows were read from how many lines and
     what was skipped."""
     notes: list[str] = []
     raw: dict[str, TokenizedTexts] = {}
@@ -205,7 +206,7 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
         vocab = Vocab.from_subwords(subwords, CLASSIFY_SPECIALS, raw["train"].counts())
     elif vocab is None:
         vocab = Vocab.from_counts(raw["train"].counts(), CLASSIFY_SPECIALS, cfg.min_freq,
-                                  cfg.max_vocab)
+                                  cfg.max_vocab).extended(known)
     if classes is None:
         classes = sort_classes(set(raw["train"].labels))
         if len(classes) < 2:

@@ -70,6 +70,13 @@ class Vocab:
         vocab.singletons = sum(1 for c in counts.values() if c == 1)
         return vocab
 
+    def extended(self, tokens: Iterable[str]) -> "Vocab":
+        """This vocabulary, then those of `tokens` it lacks (in their order)."""
+        more = [t for t in dict.fromkeys(tokens) if t not in self.stoi]
+        vocab = Vocab(self.itos + more, self.specials)
+        vocab.types, vocab.singletons = self.types, self.singletons
+        return vocab
+
     @classmethod
     def from_subwords(cls, model: bytes, specials: Sequence[str],
                       counts: Counter | None = None) -> "Vocab":

@@ -75,6 +75,9 @@ def test_join_tokens_reads_back_as_the_same_tokens():
         assert basic(joined) == tokens
     assert tokenize.join_tokens(basic("很快，好吃。 Good!"), "basic") == "很快，好吃。 good !"
     assert tokenize.join_tokens(["a", "b"], "char") == "ab"
+    words = ["很快", "好吃", "iPhone"]  # a corpus segmented with spaces, read as it is
+    assert get_tokenizer("whitespace")(tokenize.join_tokens(words, "whitespace")) == [
+        "很快", "好吃", "iphone"]
 
 
 def test_spaced_splits_at_whitespace_and_unspaced_scripts_per_character():

@@ -68,6 +68,8 @@ def join_tokens(tokens: Sequence[str], tokenizer: str) -> str:
     """Tokens back to text that the tokenizer reads as the same tokens."""
     if tokenizer == "char":
         return "".join(tokens)
+    if tokenizer == "whitespace":  # its tokens may be words of a pre-segmented Chinese text
+        return " ".join(tokens)
     if tokenizer == "sentencepiece":
         from rnnkit.data.tokenizers import sentencepiece
 

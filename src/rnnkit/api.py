@@ -118,16 +118,6 @@ def check_memory(task: Task | None, cfg: RunConfig, vocab_size: int = 2,
             f"--embedding-dim ({m.embedding_dim}), --max-vocab or --ngram-buckets")
 
 
-def source_words(source: Any, cfg: RunConfig) -> list[str]:
-    """The words of an --init-from language model that a new word-level classifier takes into
-    its vocabulary (ULMFiT's classifier reads with its language model's vocabulary): a word
-    the labelled texts lack or hold too rarely still has its pretrained row."""
-    if (source is None or cfg.model.task != "classify" or not cfg.train.source_vocab
-            or source.vocab.subword_model is not None):
-        return []
-    return [t for t in source.vocab.itos if t not in source.vocab.specials]
-
-
 def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: int = 0,
               log: Any = print, log_every: int = 0,
               report: tuple[str, ...] = ("valid", "test"),
@@ -166,12 +156,13 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
                          "gradients are not summed across processes): add --ngram-order 0, "
                          "or train in one process")
     distributed.barrier()  # every process has checked --out before rank 0 writes it
-    source = None
+    source, known = None, []
     if cfg.train.init_from and not resume:
-        from rnnkit.transfer import inherit_settings, read_source
+        from rnnkit.transfer import inherit_settings, read_source, words_to_take
 
         source = read_source(cfg.train.init_from, cfg.model.task)
         cfg = inherit_settings(cfg, source, set(explicit))
+        known = words_to_take(source, cfg)
     check_home()
     if cfg.train.tensorboard:
         check_tensorboard()
@@ -179,8 +170,7 @@ def train_run(cfg: RunConfig, out: Path | str, resume: bool = False, max_steps: 
     check_memory(None, cfg)
     started = time.monotonic()
     task = build_task(cfg, ("train", "valid", "test"), run if resume else None, log,
-                      source.vocab.subword_model if source is not None else None,
-                      source_words(source, cfg))
+                      source.vocab.subword_model if source is not None else None, known)
     check_memory(task, cfg)
     log(f"data: {', '.join(f'{k} {v:,}' for k, v in task.sizes().items())}; vocabulary "
         f"{len(task.data.vocab):,}")

@@ -24,6 +24,8 @@ from rnnkit.errors import UsageError
 from rnnkit.service_cli import add_generation_flags
 
 _GROUPS = (("data", DataConfig), ("model", ModelConfig), ("training", TrainConfig))
+# The tokenizers `data stats` and `embeddings train` offer: no extra package, no trained model.
+PLAIN_TOKENIZERS = ("basic", "tutorial", "whitespace", "spaced", "char")
 
 
 def _parse_bool(text: str) -> bool:
@@ -365,8 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label-field", default="label",
                    help="column or JSON field of the label, for folders (default label)")
     s.add_argument("--encoding", default="utf-8", help="encoding of the files (default utf-8)")
-    s.add_argument("--tokenizer", default="basic", choices=("basic", "tutorial", "whitespace",
-                                                            "spaced", "char"),
+    s.add_argument("--tokenizer", default="basic", choices=PLAIN_TOKENIZERS,
                    help="tokenizer (default basic)")
     s.add_argument("--min-freq", type=int, default=2,
                    help="vocabulary cut-off for the unknown-token share (default 2, as "
@@ -386,8 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="vectors file (.txt or .txt.gz)")
     s.add_argument("--text-field", default="text",
                    help="column or JSON field of the text in table files (default text)")
-    s.add_argument("--tokenizer", default="basic", choices=("basic", "tutorial", "whitespace",
-                                                            "spaced", "char"),
+    s.add_argument("--tokenizer", default="basic", choices=PLAIN_TOKENIZERS,
                    help="tokenizer; use the one of the runs the vectors are for (default basic)")
     s.add_argument("--dim", type=int, default=100, help="vector size (default 100)")
     s.add_argument("--window", type=int, default=5, help="context window (default 5)")

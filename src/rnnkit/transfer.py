@@ -95,6 +95,16 @@ def inherit_settings(cfg: RunConfig, source: Source, explicit: set[str]) -> RunC
     return cfg
 
 
+def words_to_take(source: Source, cfg: RunConfig) -> list[str]:
+    """The source's words that a new word-level classifier takes into its vocabulary beside
+    its training split's (ULMFiT's classifier reads with its language model's vocabulary): a
+    word the labelled texts lack or hold too rarely keeps its pretrained row."""
+    if (cfg.model.task != "classify" or not cfg.train.source_vocab
+            or source.vocab.subword_model is not None):
+        return []
+    return [t for t in source.vocab.itos if t not in source.vocab.specials]
+
+
 # How a classifier started from a language model fine-tunes unless told otherwise (ULMFiT):
 # concat pooling, the slanted triangular rate, discriminative rates, gradual unfreezing.
 TRANSFER_RECIPE: dict[str, Any] = {"pooling": "concat", "schedule": "slanted",

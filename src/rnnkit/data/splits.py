@@ -173,8 +173,8 @@ def load_classification(cfg: DataConfig, seed: int, want: tuple[str, ...] = ("tr
     they are used as they are; otherwise both are built from the training split (with the
     sentencepiece tokenizer, from the `subwords` model given, else one trained on the
     training split), a built word vocabulary followed by the `known` words it lacks (those
-    of an --init-from language model). `notes` says, per file, how many rows were read from how many lines and
-    what was skipped."""
+    of an --init-from language model). `notes` says, per file, how many rows were read from
+    how many lines and what was skipped."""
     notes: list[str] = []
     raw: dict[str, TokenizedTexts] = {}
     sources = sources or Sources.of(cfg, want)  # resolved once

@@ -42,7 +42,8 @@ def length_stats(name: str, split: str = "train", text_field: str = "text",
     (tokens seen `min_freq` times) covers validation text: the `valid` file, else the
     dataset's valid split, else the closing 10% of the texts (the rest then builds it)."""
     if tokenizer not in TOKENIZERS or tokenizer == "sentencepiece":
-        raise UsageError("tokenizer must be one of basic, tutorial, whitespace, spaced, char, jieba")
+        raise UsageError("tokenizer must be one of "
+                         + ", ".join(t for t in TOKENIZERS if t != "sentencepiece"))
     if not 0 < coverage <= 1:
         raise UsageError("--coverage must be in (0, 1]")
     if min_freq < 1:

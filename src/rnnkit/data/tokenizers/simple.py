@@ -24,7 +24,6 @@ def whitespace(text: str) -> list[str]:
 # One character of a script written without spaces (or CJK punctuation, a fullwidth form)
 # with its marks, or a run of other visible characters.
 _SPACED = re.compile(f"[{TIGHT}][{MARKS}]*|[^{TIGHT}]+")
-_HAS_TIGHT = re.compile(f"[{TIGHT}]")
 
 
 def spaced(text: str) -> list[str]:
@@ -34,15 +33,8 @@ def spaced(text: str) -> list[str]:
     those scripts (all of PTB and WikiText), and `basic.join` writes them back."""
     if text.isascii():
         return text.split()
-    tokens: list[str] = []
-    append, extend = tokens.append, tokens.extend
-    findall, tight = _SPACED.findall, _HAS_TIGHT.search
-    for chunk in text.split():
-        if tight(chunk):
-            extend(findall(chunk))
-        else:
-            append(chunk)
-    return tokens
+    findall = _SPACED.findall  # a chunk without those scripts is one match: itself
+    return [token for chunk in text.split() for token in findall(chunk)]
 
 
 def char(text: str) -> list[str]:

@@ -311,7 +311,8 @@ def test_variable_bptt_with_every_regulariser_resumes_exactly(lm_file):
 
 
 def asgd_cfg(path, **settings):
-    # Found to trigger after epoch 2 (valid loss 2.6928 > 2.6927), then improve every epoch.
+    # Found to trigger after epoch 2 with the native kernel (valid loss 2.6928 > 2.6927) and
+    # after epoch 3 with torch's LSTM, then to improve every epoch.
     return lm_cfg(path, **{**dict(lr=10.0, schedule="none", nt_asgd=True, nonmono=0,
                                   patience=0, epochs=5), **settings})
 
@@ -338,9 +339,15 @@ def test_nt_asgd_saves_and_evaluates_the_averaged_weights(lm_file, capsys):
             nonmono=0, report="valid")}.items()), []), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     history = rows(run)
-    assert [r["averaged"] for r in history] == [False, False, True, True, True]
+    # nonmono 0: the first epoch whose validation loss is worse than an earlier one triggers
+    # the average, which every later epoch reads (which epoch that is depends on the LSTM
+    # path's rounding: the native kernel's and torch's differ in the fourth decimal here)
+    losses = [r["valid_loss"] for r in history]
+    trigger = next(i for i in range(1, len(losses)) if losses[i] > min(losses[:i]))
+    assert trigger < len(losses) - 1
+    assert [r["averaged"] for r in history] == [i > trigger for i in range(len(losses))]
     saved = RunDir(run).load_trainer()
-    assert saved["ntasgd"]["trigger_at"] == 1 and saved["ntasgd"]["count"] > 0
+    assert saved["ntasgd"]["trigger_at"] == trigger and saved["ntasgd"]["count"] > 0
     best = min(history, key=lambda r: r["valid_loss"])
     assert best is history[-1]
     weights = saved_weights(run)
@@ -360,8 +367,10 @@ def test_nt_asgd_resumes_exactly_mid_epoch_after_the_trigger(lm_file):
     straight, split = lm_file.parent / "straight", lm_file.parent / "split"
     api.train_run(cfg, straight, report=(), **QUIET)
     history = rows(straight)
-    assert history[2]["averaged"] and not history[1]["averaged"]
-    api.train_run(cfg, split, max_steps=history[2]["step"] + 5, report=(), **QUIET)  # epoch 4
+    first = [r["averaged"] for r in history].index(True)  # epoch 3 (native kernel) or 4 (torch)
+    assert 0 < first < len(history) - 1
+    # stop 5 steps into the epoch after the first averaged one
+    api.train_run(cfg, split, max_steps=history[first]["step"] + 5, report=(), **QUIET)
     before = RunDir(split).load_trainer()
     assert before["ntasgd"]["count"] > 0 and before["progress"]["batch"] == 5
     api.train_run(cfg, split, resume=True, report=(), **QUIET)

@@ -5,6 +5,28 @@ from pathlib import Path
 
 import pytest
 
+# The test files that take longest start first, so that two workers finish together.
+LONG_FIRST = ("tests/test_real.py", "tests/test_distributed.py", "tests/test_train.py",
+              "tests/test_readme.py", "tests/test_awd.py", "tests/test_web.py",
+              "tests/test_export.py", "tests/test_cli.py", "tests/test_ulmfit.py")
+
+
+def pytest_configure(config):
+    # Each xdist worker uses one core: one torch thread, here and in the processes it starts.
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)
+
 POS = ["great", "wonderful", "loved", "superb", "excellent", "fun", "moving", "brilliant"]
 NEG = ["awful", "boring", "hated", "terrible", "dull", "waste", "poor", "bad"]
 LM_SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song"]
@@ -36,10 +58,15 @@ def mirror() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _home(tmp_path_factory, monkeypatch):
-    # Keep the token cache per test session, away from the user's ~/.cache.
+def _home(request, tmp_path_factory, monkeypatch):
+    # Keep the token cache per test session, away from the user's ~/.cache. Tests of the real
+    # corpora share one across xdist workers (whose base folders sit side by side), so that
+    # IMDB is tokenized once per run (entries are written atomically).
     if "RNNKIT_HOME" not in os.environ:
-        monkeypatch.setenv("RNNKIT_HOME", str(tmp_path_factory.getbasetemp() / "home"))
+        base = tmp_path_factory.getbasetemp()
+        if "mirror" in request.fixturenames and "PYTEST_XDIST_WORKER" in os.environ:
+            base = base.parent
+        monkeypatch.setenv("RNNKIT_HOME", str(base / "home"))
 
 
 @pytest.fixture

@@ -38,8 +38,7 @@ def test_first_command_trains_and_predicts(mirror, tmp_path):
     (work / ".venv").symlink_to(Path(sys.prefix))
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "data").symlink_to(mirror.resolve())
-    env = dict(os.environ, RNNKIT_TRAIN_ARGS="--limit-train 5000 --epochs 1",
-               OMP_NUM_THREADS="2")
+    env = dict(os.environ, RNNKIT_TRAIN_ARGS="--limit-train 5000 --epochs 1")
     done = subprocess.run(["bash", "-c", "set -e; " + command[len(INSTALL):]], cwd=work,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -39,10 +39,10 @@ def test_imdb_subset_reaches_floor_and_cli_works(mirror, tmp_path, capsys):
 @pytest.mark.slow
 def test_ptb_short_training_reaches_floor(mirror, tmp_path, capsys):
     run = tmp_path / "ptb"
-    # ptb-small-fast (ptb-small's 2x200 LSTM, adaptive softmax) in fp32 on any CPU, for 800
-    # BPTT windows (320k tokens, about a third of an epoch); the split is scored once, below.
+    # ptb-small-fast (ptb-small's 2x200 LSTM, adaptive softmax) in fp32 on any CPU, for 400
+    # BPTT windows (160k tokens, a sixth of an epoch); the split is scored once, below.
     cli(capsys, "train", "--preset", "ptb-small-fast", "--precision", "fp32", "--max-steps",
-        "800", "--report", "none", "--out", run)
+        "400", "--report", "none", "--out", run)
     valid = json.loads(cli(capsys, "evaluate", run, "--split", "valid", "--json"))
     assert valid["tokens"] == 73759  # exact: every token of the split after the first
     assert valid["perplexity"] <= PTB_FLOOR
@@ -51,4 +51,4 @@ def test_ptb_short_training_reaches_floor(mirror, tmp_path, capsys):
     assert out.startswith("the company said ") and len(out.split()) >= 10
 
 
-PTB_FLOOR = 340.0  # measured 304.35 (docs/results.md)
+PTB_FLOOR = 480.0  # measured 430.62 (docs/results.md)

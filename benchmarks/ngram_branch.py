@@ -28,10 +28,17 @@ VARIANTS = {
     # weights from zero, uni- to trigrams, 5 epochs)
     "lr0.3": dict(lr=0.3),
     "lr0.03": dict(lr=0.03),
+    "lr0.01": dict(lr=0.01),
+    "drop0": dict(drop=0.0),
+    "drop0-lr0.03": dict(drop=0.0, lr=0.03),
     "drop0.7": dict(drop=0.7),
     "drop0.3": dict(drop=0.3),
     "init0.05": dict(init=0.05),
     "order2": dict(order=2),
+    "l2-1e-3": dict(l2=1e-3),
+    "l2-1e-4": dict(l2=1e-4),
+    "l2-1e-5": dict(l2=1e-5),
+    "l2-1e-4-lr0.3": dict(l2=1e-4, lr=0.3),
     "norm": dict(norm=True),  # each text's sum scaled by 1/sqrt(its n-gram count)
     "norm-lr0.3": dict(norm=True, lr=0.3),
     "norm-lr1": dict(norm=True, lr=1.0),
@@ -61,6 +68,7 @@ class Branch:
         self.vocab_size = len(task.data.vocab)
         self.train, self.valid = task.data.splits["train"], task.data.splits["valid"]
         self.train_labels = torch.from_numpy(np.asarray(self.train.labels, dtype=np.int64))
+        self.num_classes = int(self.encoder.shape[1])
         self._features: dict = {}
         print(f"{path}: saved encoder {accuracy(self.encoder, self.labels):.4f}, n-grams "
               f"{accuracy(parts[1], self.labels):.4f} on validation", flush=True)
@@ -71,13 +79,14 @@ class Branch:
             grams = NgramFeatures(order, buckets, self.vocab_size)
             train = [grams.features(a) for a in (self.train.full_ids or self.train.ids)]
             valid = [grams.features(a) for a in (self.valid.full_ids or self.valid.ids)]
-            ratios = torch.from_numpy(grams.log_count_ratios(train, self.train.labels, 2))
+            ratios = torch.from_numpy(grams.log_count_ratios(train, self.train.labels,
+                                                                  self.num_classes))
             self._features[order, buckets] = train, valid, ratios
             print(f"features, order {order}: {time.time() - started:.0f} s", flush=True)
         return self._features[order, buckets]
 
     def run(self, name: str, order=None, buckets=None, lr=None, drop=None, epochs=None,
-            init=0.0, batch_size=None, norm=False) -> None:
+            init=0.0, batch_size=None, norm=False, l2=0.0) -> None:
         """The run's own settings, but for those given."""
         data, train = self.cfg.data, self.cfg.train
         order = order or data.ngram_order
@@ -88,7 +97,7 @@ class Branch:
         batch_size = batch_size or train.batch_size
         torch.manual_seed(1)
         train, valid, ratios = self.features(order, buckets)
-        bag = (NormalizedBag if norm else NgramBag)(buckets, 2, drop)
+        bag = (NormalizedBag if norm else NgramBag)(buckets, self.num_classes, drop)
         bag.ratios.copy_(ratios)
         if init:
             torch.nn.init.constant_(bag.weight.weight, init)
@@ -98,8 +107,10 @@ class Branch:
         for epoch in range(1, epochs + 1):
             bag.train()
             for index in batch_plan(lengths, batch_size, np.random.default_rng([1, epoch]), True):
-                loss = F.cross_entropy(bag(*pack(train, index), len(index)),
-                                       self.train_labels[index])
+                grams, owner = pack(train, index)
+                loss = F.cross_entropy(bag(grams, owner, len(index)), self.train_labels[index])
+                if l2:  # a penalty on the rows the batch touches, per occurrence
+                    loss = loss + l2 * bag.weight(grams).pow(2).sum()
                 table.zero_grad()
                 bias.zero_grad()
                 loss.backward()

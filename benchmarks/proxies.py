@@ -84,6 +84,18 @@ def short(out: Path) -> None:
             f.write("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
 
 
+def shuffled_split(rows: list[dict], out: Path, fields: list[str]) -> None:
+    """The rows shuffled (seed 7) and cut 80/10/10 into OUT/{train,dev,test}.csv."""
+    random.Random(7).shuffle(rows)
+    a, b = int(len(rows) * 0.8), int(len(rows) * 0.9)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", rows[:a]), ("dev", rows[a:b]), ("test", rows[b:])):
+        with open(out / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(part)
+
+
 WAIMAI_SHA256 = "b8b5c11c00b51578d35937fca56e03a126b45381f1ea4b22893237cb377a26fe"
 
 
@@ -93,14 +105,7 @@ def waimai(source: Path, out: Path) -> None:
         raise SystemExit(f"{source}: sha256 {digest}, not waimai_10k.csv's {WAIMAI_SHA256}")
     with open(source, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    random.Random(7).shuffle(rows)
-    a, b = int(len(rows) * 0.8), int(len(rows) * 0.9)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train", rows[:a]), ("dev", rows[a:b]), ("test", rows[b:])):
-        with open(out / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["label", "review"])
-            writer.writeheader()
-            writer.writerows(part)
+    shuffled_split(rows, out, ["label", "review"])
 
 
 CAR_SHA256 = "1d23ce6e175234238fcc1aea947efbe5229f87f07a3fe2192bf14fe2201f0a5f"
@@ -117,14 +122,7 @@ def car(source: Path, out: Path) -> None:
         aspects.setdefault(text.strip(), set()).add(label)
     rows = [{"cat": next(iter(labels)), "review": text}
             for text, labels in aspects.items() if len(labels) == 1 and text]
-    random.Random(7).shuffle(rows)
-    a, b = int(len(rows) * 0.8), int(len(rows) * 0.9)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train", rows[:a]), ("dev", rows[a:b]), ("test", rows[b:])):
-        with open(out / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["cat", "review"])
-            writer.writeheader()
-            writer.writerows(part)
+    shuffled_split(rows, out, ["cat", "review"])
 
 
 def main(argv: list[str] | None = None) -> None:

